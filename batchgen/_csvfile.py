@@ -1,0 +1,229 @@
+"""Read a CSV keeping its exact bytes and dialect, and patch single records on write.
+
+Records are kept as the raw text they had in the file, so a record that gets no output
+cells is written back byte for byte, and a record that does keeps its other fields as
+written (same quoting), with only the output fields replaced or appended.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+from dataclasses import dataclass
+from typing import Any
+
+DELIMITERS = (",", ";", "\t")
+_SAMPLE_RECORDS = 50
+_BLANKISH = re.compile(r"[\s,;]+")
+
+
+class CsvError(Exception):
+    """The CSV cannot be read; the message names the problem."""
+
+
+@dataclass
+class CsvDoc:
+    """A CSV file as loaded: encoding, dialect and every record's raw text and fields."""
+
+    bom: bytes
+    encoding: str
+    errors: str  # codec error handler that restores undecodable bytes on write
+    delimiter: str
+    quote_all: bool
+    newline: str
+    records: list[str]  # raw text of each record including its line terminator
+    fields: list[list[str]]  # parsed fields of each record
+
+    def encode(self, text: str) -> bytes:
+        """Encode file text the way the file was encoded (BOM included)."""
+        return self.bom + text.encode(self.encoding, self.errors)
+
+    def fit(self, value: str) -> str:
+        """Make a new value encodable: characters the encoding lacks become '?'."""
+        return value.encode(self.encoding, "replace").decode(self.encoding)
+
+
+def _decode(data: bytes) -> tuple[bytes, str, str, str]:
+    """Detect the encoding; return (bom, encoding, error handler, text)."""
+    for bom, enc in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if data.startswith(bom):
+            try:
+                return bom, enc, "strict", data[len(bom) :].decode(enc)
+            except UnicodeDecodeError as exc:
+                raise CsvError(f"is not valid {enc.upper()} text") from exc
+    if b"\x00" in data:
+        raise CsvError("is not a text CSV file (it contains binary data)")
+    if data.startswith(codecs.BOM_UTF8):
+        # surrogateescape keeps any invalid bytes exactly as they were on write.
+        return (
+            codecs.BOM_UTF8,
+            "utf-8",
+            "surrogateescape",
+            data[3:].decode("utf-8", "surrogateescape"),
+        )
+    try:
+        return b"", "utf-8", "surrogateescape", data.decode("utf-8")
+    except UnicodeDecodeError:
+        return b"", "cp1252", "surrogateescape", data.decode("cp1252", "surrogateescape")
+
+
+def _detect_newline(text: str) -> str:
+    """The terminator of the first line: '\\r\\n', '\\n' or '\\r'."""
+    m = re.search(r"\r\n|\n|\r", text)
+    return m.group(0) if m else "\n"
+
+
+def _physical_lines(text: str, newline: str) -> list[str]:
+    """Split into lines keeping their terminators; quoted newlines are rejoined by csv."""
+    sep = "\r" if newline == "\r" else "\n"
+    parts = text.split(sep)
+    lines = [p + sep for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _reader(lines: list[str], delimiter: str) -> Any:
+    """A csv reader with Python's standard (Excel) rules and the given delimiter."""
+    return csv.reader(lines, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
+
+
+def _detect_delimiter(lines: list[str]) -> str:
+    """Pick the delimiter that splits the header into the most fields, then the most consistent."""
+    start = next((i for i, line in enumerate(lines) if _BLANKISH.sub("", line)), 0)
+    sample = lines[start : start + _SAMPLE_RECORDS * 4]
+    best: tuple[int, int, int] | None = None
+    choice = ","
+    for rank, delim in enumerate(DELIMITERS):
+        try:
+            # Ignore records of only whitespace and delimiters, whichever delimiter is tried.
+            records = [r for r in _reader(sample, delim) if _BLANKISH.sub("", "".join(r))]
+        except csv.Error:
+            continue
+        if not records:
+            continue
+        width = len(records[0])
+        same = sum(1 for r in records[:_SAMPLE_RECORDS] if len(r) == width)
+        # A one-column header says nothing about the delimiter: then ',' (rank 0) wins.
+        score = (width, same if width > 1 else 0, -rank)
+        if best is None or score > best:
+            best, choice = score, delim
+    return choice
+
+
+_FIELD_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def split_raw(body: str, delimiter: str) -> list[str]:
+    """Split a record's raw text (no terminator) into raw fields, quotes kept."""
+    if '"' not in body:
+        return body.split(delimiter)
+    pattern = _FIELD_CACHE.get(delimiter)
+    if pattern is None:
+        d = re.escape(delimiter)
+        # A quoted field may trail unquoted text before the delimiter (csv's lenient mode).
+        pattern = re.compile(r'"(?:[^"]|"")*"[^' + d + r"]*|[^" + d + r"]*")
+        _FIELD_CACHE[delimiter] = pattern
+    fields: list[str] = []
+    pos = 0
+    while True:
+        m = pattern.match(body, pos)
+        assert m is not None  # the second alternative always matches
+        fields.append(m.group(0))
+        pos = m.end()
+        if pos >= len(body):
+            return fields
+        pos += len(delimiter)
+        if pos == len(body):
+            fields.append("")
+            return fields
+
+
+def split_terminator(raw: str) -> tuple[str, str]:
+    """Split a raw record into (body, line terminator)."""
+    if raw.endswith("\r\n"):
+        return raw[:-2], "\r\n"
+    if raw.endswith(("\n", "\r")):
+        return raw[:-1], raw[-1]
+    return raw, ""
+
+
+def parse(data: bytes) -> CsvDoc:
+    """Decode and split a CSV file into raw records and their fields."""
+    bom, encoding, errors, text = _decode(data)
+    if not text.strip():
+        raise CsvError("is empty")
+    newline = _detect_newline(text)
+    lines = _physical_lines(text, newline)
+    delimiter = _detect_delimiter(lines)
+    reader = _reader(lines, delimiter)
+    records: list[str] = []
+    fields: list[list[str]] = []
+    consumed = 0
+    try:
+        for row in reader:
+            upto = reader.line_num
+            records.append("".join(lines[consumed:upto]))
+            fields.append(row)
+            consumed = upto
+    except csv.Error as exc:
+        raise CsvError(f"is not a readable CSV near line {reader.line_num}: {exc}") from exc
+    header = next((i for i, f in enumerate(fields) if any(x.strip() for x in f)), None)
+    quote_all = False
+    if header is not None:
+        raw_fields = split_raw(split_terminator(records[header])[0], delimiter)
+        quote_all = all(f.startswith('"') for f in raw_fields)
+    return CsvDoc(
+        bom=bom,
+        encoding=encoding,
+        errors=errors,
+        delimiter=delimiter,
+        quote_all=quote_all,
+        newline=newline,
+        records=records,
+        fields=fields,
+    )
+
+
+def quote(doc: CsvDoc, value: str) -> str:
+    """Format one new field in the file's quoting style."""
+    needs = (
+        doc.quote_all
+        or any(ch in value for ch in (doc.delimiter, '"', "\r", "\n"))
+        or value != value.strip()
+    )
+    return '"' + value.replace('"', '""') + '"' if needs else value
+
+
+def patch(doc: CsvDoc, writes: dict[int, dict[int, str]]) -> str:
+    """The file text with `writes` (1-based record number → column → text) applied."""
+    records = list(doc.records)
+    empty = '""' if doc.quote_all else ""
+    for number in sorted(writes):
+        index = number - 1
+        while index >= len(records):
+            # A record past the end: make sure the previous one is terminated first.
+            if records and not split_terminator(records[-1])[1]:
+                records[-1] += doc.newline
+            records.append(doc.newline)
+        body, term = split_terminator(records[index])
+        raw = split_raw(body, doc.delimiter) if body else []
+        if index < len(doc.fields) and len(raw) != len(doc.fields[index]):
+            # Lenient-mode oddities (stray quotes): re-quote the parsed values instead.
+            raw = [quote(doc, v) for v in doc.fields[index]]
+        for col, value in sorted(writes[number].items()):
+            while len(raw) <= col:
+                raw.append(empty)
+            raw[col] = quote(doc, doc.fit(value))
+        records[index] = doc.delimiter.join(raw) + term
+    return "".join(records)
+
+
+def dump_rows(doc: CsvDoc, rows: list[list[object]]) -> str:
+    """Serialise whole rows (a results table) in the file's dialect, each line terminated."""
+    lines = []
+    for row in rows:
+        cells = ["" if v is None else doc.fit(str(v)) for v in row]
+        lines.append(doc.delimiter.join(quote(doc, c) for c in cells) + doc.newline)
+    return "".join(lines)

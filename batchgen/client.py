@@ -1,0 +1,349 @@
+"""The Model API client: the only httpx code, and the one place that maps transport errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import anyio
+import httpx
+
+from batchgen.errors import (
+    ApiError,
+    ApiPermanentError,
+    ApiTransientError,
+    AuthError,
+    BalanceError,
+    ConfigError,
+    NotFoundError,
+    SubmitUncertainError,
+)
+
+DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
+FINAL_STATUSES = frozenset({"completed", "succeeded", "failed", "cancelled"})
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter for calls that are safe to repeat."""
+
+    attempts: int = 6
+    base: float = 0.25
+    cap: float = 20.0
+
+    def wait(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number `attempt` (1-based)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.cap)
+        return random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The answer to a submit."""
+
+    request_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """The answer to a status or result call."""
+
+    status: str
+    queue_position: int | None = None
+    video_url: str | None = None
+    error: str | None = None
+    cost: float | None = None
+
+
+class RateLimiter:
+    """A token bucket shared by every call: at most `rate` requests per second."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self._next = 0.0
+        self._lock = anyio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait for the next free slot."""
+        if not self.rate:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + 1.0 / self.rate
+        if start > now:
+            await anyio.sleep(start - now)
+
+
+def token_from_env() -> str:
+    """The API token from RUNCOMFY_API_TOKEN, or a ConfigError."""
+    token = os.environ.get("RUNCOMFY_API_TOKEN", "").strip()
+    if not token:
+        raise ConfigError("no API token: set RUNCOMFY_API_TOKEN to your RunComfy API key")
+    return token
+
+
+def _message(body: Any, fallback: str) -> str:
+    if isinstance(body, dict):
+        for key in ("error_message", "message", "error", "detail"):
+            value = body.get(key)
+            if value:
+                return value if isinstance(value, str) else json.dumps(value)[:500]
+    return fallback
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _raise_for_answer(response: httpx.Response, body: Any, what: str) -> None:
+    """Turn an HTTP error or an error_code in the body into the right ApiError."""
+    code = response.status_code
+    error_code = body.get("error_code") if isinstance(body, dict) else None
+    if code < 400 and not error_code:
+        return
+    text = _message(body, f"HTTP {code}")
+    label = f"{what}: {text}" + (f" (error_code {error_code})" if error_code else f" (HTTP {code})")
+    kwargs = {"status_code": code, "error_code": error_code, "retry_after": _retry_after(response)}
+    if code in (401, 403) or error_code in (403001, 400004):
+        raise AuthError(f"the API rejected the token ({text})", **kwargs)
+    if code == 402 or error_code == 400002:
+        raise BalanceError(f"insufficient balance on the RunComfy account ({text})", **kwargs)
+    if code == 404 or error_code == 404001:
+        raise NotFoundError(label, **kwargs)
+    if code == 429 or code >= 500 or (error_code and str(error_code).startswith("5")):
+        raise ApiTransientError(label, **kwargs)
+    if code < 400:
+        # an error_code with HTTP 200 that we do not know: treat as passing
+        raise ApiTransientError(label, **kwargs)
+    raise ApiPermanentError(label, **kwargs)
+
+
+class ApiClient:
+    """Async client of the Model API with connection limits, a rate cap and retries."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        max_connections: int = 16,
+        timeout: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        rate: float | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry
+        self.limiter = RateLimiter(rate)
+        self.calls: dict[str, int] = {"submit": 0, "status": 0, "result": 0, "cancel": 0}
+        self.on_rate_limited: Callable[[], None] | None = None
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "batchgen/0.1"},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0), pool=None),
+            limits=limits,
+            follow_redirects=False,  # a redirect must never carry the token to another host
+        )
+        # Media lives on other hosts: a separate client that never holds the token.
+        self._media = httpx.AsyncClient(
+            timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True
+        )
+
+    async def aclose(self) -> None:
+        """Close both connection pools."""
+        await self._http.aclose()
+        await self._media.aclose()
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _call(self, kind: str, method: str, path: str, body: Any = None) -> Any:
+        """One HTTP exchange; transport failures become ApiTransientError (submit: uncertain)."""
+        await self.limiter.acquire()
+        self.calls[kind] += 1
+        try:
+            response = await self._http.request(method, path, json=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # the request never left: safe to repeat, even a submit
+            raise ApiTransientError(
+                f"{kind}: cannot reach {self.base_url} ({_brief(exc)})"
+            ) from exc
+        except httpx.TransportError as exc:
+            error = SubmitUncertainError if kind == "submit" else ApiTransientError
+            raise error(f"{kind}: connection failed after sending ({_brief(exc)})") from exc
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        if response.status_code == 429 and self.on_rate_limited is not None:
+            self.on_rate_limited()
+        if data is None and response.status_code < 400:
+            error = SubmitUncertainError if kind == "submit" else ApiTransientError
+            raise error(f"{kind}: the API answered HTTP {response.status_code} without valid JSON")
+        _raise_for_answer(response, data, kind)
+        return data
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                return await call()
+            except ApiTransientError as exc:
+                if attempt >= self.retry.attempts:
+                    raise
+                await anyio.sleep(self.retry.wait(attempt, exc.retry_after))
+        raise AssertionError("unreachable")
+
+    async def submit(self, model_id: str, payload: dict[str, Any]) -> Submitted:
+        """POST a job; retried only when the failure proves no job was created."""
+
+        async def once() -> Submitted:
+            try:
+                data = await self._call("submit", "POST", f"/v1/models/{model_id}", payload)
+            except SubmitUncertainError:
+                raise
+            except ApiTransientError as exc:
+                # only "never connected" and 429 prove that no job was created
+                if exc.status_code is None or exc.status_code == 429:
+                    raise
+                raise SubmitUncertainError(str(exc), status_code=exc.status_code) from exc
+            request_id = data.get("request_id") if isinstance(data, dict) else None
+            if not request_id:
+                raise SubmitUncertainError("submit: the answer has no request_id")
+            return Submitted(str(request_id), str(data.get("status") or "in_queue"))
+
+        return await self._retrying(once)
+
+    async def status(self, request_id: str) -> JobStatus:
+        """Current status (and queue position) of a request."""
+        data = await self._retrying(
+            lambda: self._call("status", "GET", f"/v1/requests/{quote(request_id)}/status")
+        )
+        return _job_status(data)
+
+    async def result(self, request_id: str) -> JobStatus:
+        """The outcome of a finished request (or its current status if not finished)."""
+        path = f"/v1/requests/{quote(request_id)}/result?include_cost=true"
+        data = await self._retrying(lambda: self._call("result", "GET", path))
+        return _job_status(data)
+
+    async def cancel(self, request_id: str) -> str:
+        """Ask to cancel a request; returns the outcome (`cancelled`, `not_cancellable`, ...)."""
+        data = await self._retrying(
+            lambda: self._call("cancel", "POST", f"/v1/requests/{quote(request_id)}/cancel")
+        )
+        outcome = str(data.get("outcome") or data.get("status") or "")
+        return (
+            "cancelled" if outcome == "cancelled" or data.get("status") == "cancelled" else outcome
+        )
+
+    async def download(self, url: str, dest: Path) -> int:
+        """Download `url` to `dest` atomically (no token is sent); returns the byte count."""
+        part = dest.with_name(dest.name + ".part")
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                size = 0
+                async with self._media.stream("GET", url) as response:
+                    response.raise_for_status()
+                    with part.open("wb") as handle:
+                        async for chunk in response.aiter_bytes(1 << 16):
+                            handle.write(chunk)
+                            size += len(chunk)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                os.replace(part, dest)
+                return size
+            except (httpx.TransportError, httpx.HTTPStatusError, OSError) as exc:
+                part.unlink(missing_ok=True)
+                if attempt >= self.retry.attempts:
+                    raise ApiTransientError(f"download of {url} failed: {_brief(exc)}") from exc
+                await anyio.sleep(self.retry.wait(attempt))
+        raise AssertionError("unreachable")
+
+
+async def stream_prefix(
+    url: str, feed: Callable[[bytes], bool], *, timeout: float = 20.0
+) -> int | None:
+    """GET `url` without credentials, handing chunks to `feed` until it returns True.
+
+    Returns the Content-Length the server announced (None if it did not say); raises
+    ApiTransientError (unreachable) or ApiPermanentError (HTTP error) with one clear line.
+    """
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as media:
+        try:
+            async with media.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    raise ApiPermanentError(
+                        f"HTTP {response.status_code}", status_code=response.status_code
+                    )
+                length = response.headers.get("content-length")
+                async for chunk in response.aiter_bytes(1 << 14):
+                    if feed(chunk):
+                        break
+                return int(length) if length and length.isdigit() else None
+        except httpx.TransportError as exc:
+            raise ApiTransientError(f"cannot fetch it ({_brief(exc)})") from exc
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _job_status(data: Any) -> JobStatus:
+    if not isinstance(data, dict) or not data.get("status"):
+        raise ApiTransientError("the API answer has no status")
+    status = str(data["status"]).lower()
+    if status == "succeeded":
+        status = "completed"
+    output = data.get("output") or {}
+    video = None
+    if isinstance(output, dict):
+        video = output.get("video") or next(iter(output.get("videos") or []), None)
+    error = data.get("error")
+    if error is not None and not isinstance(error, str):
+        error = _message(error, json.dumps(error)[:500])
+    position = data.get("queue_position")
+    cost = data.get("cost")
+    return JobStatus(
+        status=status,
+        queue_position=int(position) if isinstance(position, int | float) else None,
+        video_url=str(video) if video else None,
+        error=error,
+        cost=float(cost) if isinstance(cost, int | float) else None,
+    )
+
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "FINAL_STATUSES",
+    "NO_RETRY",
+    "ApiClient",
+    "ApiError",
+    "JobStatus",
+    "RetryPolicy",
+    "Submitted",
+    "token_from_env",
+]

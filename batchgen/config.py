@@ -1,0 +1,122 @@
+"""Run settings: job files (TOML), command-line flags and the environment, merged in that order."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from batchgen.client import DEFAULT_BASE_URL
+from batchgen.errors import ConfigError
+from batchgen.models import DEFAULT_MODEL_ID
+
+JOBFILE_SUFFIX = ".toml"
+_PATH_KEYS = ("sheet", "db", "download", "output", "log_file")
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Everything one command needs to know about a batch."""
+
+    sheet: Path
+    sheet_name: str | None = None
+    db: str | None = None
+    model: str = DEFAULT_MODEL_ID
+    base_url: str | None = None
+    output: Path | None = None
+    concurrency: int = 4
+    retry_failed: bool = False
+    resubmit_unknown: bool = False
+    strict: bool = False
+    max_cost: float | None = None
+    download: Path | None = None
+    job_timeout: float = 1800.0
+    cancel_on_exit: bool = False
+    rate: float | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    jobfile: Path | None = None
+
+    @property
+    def api_base_url(self) -> str:
+        """`--base-url`, else RUNCOMFY_BASE_URL, else RunComfy's."""
+        return (self.base_url or os.environ.get("RUNCOMFY_BASE_URL") or DEFAULT_BASE_URL).rstrip(
+            "/"
+        )
+
+
+_KEYS = {f.name for f in fields(RunConfig)} - {"jobfile"}
+
+
+def is_jobfile(path: str | Path) -> bool:
+    """True when the path names a TOML job file rather than a sheet."""
+    return str(path).lower().endswith(JOBFILE_SUFFIX)
+
+
+def load_jobfile(path: Path) -> dict[str, Any]:
+    """Read a job file into RunConfig keys, with paths made relative to the file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such job file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the job file ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    data = {key.replace("-", "_"): value for key, value in data.items()}
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    if "sheet" not in data:
+        raise ConfigError(f'{path}: the job file needs a `sheet = "..."` line')
+    for key in ("columns", "defaults"):
+        if key in data and not isinstance(data[key], dict):
+            raise ConfigError(f"{path}: [{key}] must be a table")
+    for key in _PATH_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value and not (key == "db" and "://" in value):
+            data[key] = str((path.parent / value).expanduser())
+    return data
+
+
+def build_config(target: str | Path, **flags: Any) -> RunConfig:
+    """A RunConfig from a sheet or job file plus flags; a flag set to None means "not given"."""
+    values: dict[str, Any] = {}
+    jobfile = None
+    if is_jobfile(target):
+        jobfile = Path(target)
+        values.update(load_jobfile(jobfile))
+    else:
+        values["sheet"] = str(target)
+    for key, value in flags.items():
+        if value is not None and key in _KEYS:
+            values[key] = value
+    try:
+        config = RunConfig(
+            sheet=Path(values.pop("sheet")),
+            jobfile=jobfile,
+            **{k: v for k, v in values.items() if k in _KEYS},
+        )
+    except TypeError as exc:
+        raise ConfigError(f"bad settings: {exc}") from None
+    _check(config)
+    return config
+
+
+def _check(config: RunConfig) -> None:
+    for name in ("output", "download"):
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, Path):
+            setattr(config, name, Path(value))
+    if not isinstance(config.concurrency, int) or config.concurrency < 1:
+        raise ConfigError(
+            f"concurrency must be a whole number of at least 1, not {config.concurrency!r}"
+        )
+    if config.max_cost is not None and float(config.max_cost) < 0:
+        raise ConfigError("max_cost must not be negative")
+    if config.rate is not None and float(config.rate) <= 0:
+        raise ConfigError("rate must be above 0 requests per second")
+    if config.job_timeout <= 0:
+        raise ConfigError("job_timeout must be above 0 seconds")

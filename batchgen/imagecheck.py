@@ -1,0 +1,110 @@
+"""`check --images`: fetch each distinct image once and check it against the model's rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+from PIL import ImageFile
+
+from batchgen.client import stream_prefix
+from batchgen.errors import ApiError
+from batchgen.models import ModelSpec
+from batchgen.specs import Problem, SheetPlan
+
+MAX_HEADER_BYTES = 4 << 20  # give up looking for the image size after 4 MB
+CONCURRENT_FETCHES = 8
+
+
+@dataclass
+class ImageFacts:
+    """What one fetch learned about an image."""
+
+    width: int | None = None
+    height: int | None = None
+    size: int | None = None
+    error: str | None = None
+
+
+async def _probe(url: str) -> ImageFacts:
+    parser = ImageFile.Parser()
+    seen = 0
+    facts = ImageFacts()
+
+    def feed(chunk: bytes) -> bool:
+        nonlocal seen
+        seen += len(chunk)
+        try:
+            parser.feed(chunk)
+        except Exception:
+            facts.error = "is not an image Pillow can read"
+            return True
+        if parser.image is not None:
+            facts.width, facts.height = parser.image.size
+            return True
+        return seen >= MAX_HEADER_BYTES
+
+    try:
+        facts.size = await stream_prefix(url, feed)
+    except ApiError as exc:
+        facts.error = f"could not be fetched: {exc}"
+    if facts.width is None and facts.error is None:
+        facts.error = "is not a recognisable image"
+    return facts
+
+
+def _rules(facts: ImageFacts, rules: dict[str, float]) -> list[str]:
+    if facts.error:
+        return [facts.error]
+    width, height = facts.width or 0, facts.height or 0
+    out = []
+    low, high = rules.get("min_side"), rules.get("max_side")
+    if low and min(width, height) < low:
+        out.append(f"is {width}x{height} px; each side must be at least {low:g} px")
+    if high and max(width, height) > high:
+        out.append(f"is {width}x{height} px; each side must be at most {high:g} px")
+    aspect = width / height if height else 0
+    if rules.get("min_aspect") and not rules["min_aspect"] <= aspect <= rules.get(
+        "max_aspect", 1e9
+    ):
+        out.append(
+            f"has width/height {aspect:.2f}; it must be between {rules['min_aspect']:g} "
+            f"and {rules.get('max_aspect', 0):g}"
+        )
+    limit = rules.get("max_bytes")
+    if limit and facts.size is not None and facts.size > limit:
+        out.append(f"is {facts.size / 1e6:.1f} MB; the limit is {limit / (1 << 20):.0f} MB")
+    return out
+
+
+def check_images(plan: SheetPlan, model: ModelSpec) -> list[Problem]:
+    """Problems with the images of every valid job, each distinct URL fetched once."""
+    fields = [f for f in model.fields.values() if f.image]
+    targets: dict[str, list[tuple[int, str]]] = {}
+    for job in plan.jobs:
+        for spec in fields:
+            url = job.payload.get(spec.name)
+            if url and (job.row, spec.name) not in targets.get(url, []):
+                targets.setdefault(url, []).append((job.row, spec.name))
+    facts = anyio.run(_probe_all, list(targets))
+    problems = []
+    rules = {spec.name: spec.image for spec in fields}
+    for url, places in targets.items():
+        for row, name in places:
+            for message in _rules(facts[url], rules[name]):
+                problems.append(Problem(row, name, f"image {url} {message}"))
+    return sorted(problems, key=lambda p: p.row)
+
+
+async def _probe_all(urls: list[str]) -> dict[str, ImageFacts]:
+    results: dict[str, ImageFacts] = {}
+    limit = anyio.Semaphore(CONCURRENT_FETCHES)
+
+    async def one(url: str) -> None:
+        async with limit:
+            results[url] = await _probe(url)
+
+    async with anyio.create_task_group() as tg:
+        for url in urls:
+            tg.start_soon(one, url)
+    return results

@@ -1,0 +1,329 @@
+"""The ledger: every job and its request_id in SQL (SQLite by default), the only SQLAlchemy code."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from batchgen.errors import LedgerError, SheetLockedError
+
+HOST = socket.gethostname()
+# A lock whose holder on another host has not beaten for this long is taken over.
+STALE_LOCK_SECONDS = 120.0
+
+metadata = sa.MetaData()
+jobs_table = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("model_id", sa.String(255), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("take", sa.Integer, nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("sheet_row", sa.Integer),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("request_id", sa.String(255)),
+    sa.Column("queue_position", sa.Integer),
+    sa.Column("video_url", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("estimated_cost", sa.Float),
+    sa.Column("cost", sa.Float),
+    sa.Column("submit_attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("submitted_at", sa.Float),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("download_path", sa.Text),
+)
+locks_table = sa.Table(
+    "run_locks",
+    metadata,
+    sa.Column("scope", sa.String(1024), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("progress", sa.Text, nullable=False),
+)
+
+
+@dataclass
+class JobRecord:
+    """One row of the jobs table."""
+
+    key: str
+    model_id: str
+    payload: dict[str, Any]
+    state: str
+    take: int = 1
+    label: str = ""
+    sheet_row: int | None = None
+    request_id: str | None = None
+    queue_position: int | None = None
+    video_url: str | None = None
+    error: str | None = None
+    estimated_cost: float | None = None
+    cost: float | None = None
+    submit_attempts: int = 0
+    created_at: float = 0.0
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = 0.0
+    download_path: str | None = None
+
+
+_RECORD_FIELDS = [f.name for f in fields(JobRecord)]
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a sheet's run lock, and what it last reported."""
+
+    scope: str
+    run_id: str
+    pid: int
+    host: str
+    started_at: float
+    heartbeat_at: float
+    progress: dict[str, Any]
+
+
+def ledger_url(db: str | None, sheet: Path) -> str:
+    """`--db` as given (path or SQLAlchemy URL), else `BATCHGEN_DB`, else a file beside the sheet."""
+    value = db or os.environ.get("BATCHGEN_DB")
+    if not value:
+        value = str(sheet.with_name(sheet.name + ".batchgen.db"))
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def _migrations_dir() -> Path:
+    beside = Path(__file__).resolve().parent.parent / "migrations"
+    if (beside / "env.py").is_file():
+        return beside
+    return Path(str(resources.files("batchgen._migrations")))
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _to_row(record: JobRecord) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    row["payload"] = json.dumps(record.payload, ensure_ascii=False, sort_keys=True)
+    return row
+
+
+def _from_row(row: Any) -> JobRecord:
+    data = dict(row._mapping)
+    data["payload"] = json.loads(data["payload"])
+    return JobRecord(**data)
+
+
+class Ledger:
+    """A ledger database, migrated to the newest schema when opened."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = self._connect(url)
+            self._migrate()
+        except SQLAlchemyError as exc:
+            raise LedgerError(
+                f"cannot open the ledger {self.display_url}: {exc.orig or exc}"
+            ) from exc
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden."""
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    @staticmethod
+    def _connect(url: str) -> Engine:
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return sa.create_engine(url, pool_pre_ping=True)
+        if parsed.database and parsed.database != ":memory:":
+            directory = Path(parsed.database).parent
+            if not directory.is_dir():
+                raise LedgerError(
+                    f"cannot open the ledger {url}: folder {directory} does not exist"
+                )
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+
+    def _migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        config = Config()
+        config.set_main_option("script_location", str(_migrations_dir()))
+        head = ScriptDirectory.from_config(config).get_current_head()
+        with self.engine.begin() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def _begin(self) -> Any:
+        return self.engine.begin()
+
+    # jobs -----------------------------------------------------------------
+
+    def get_jobs(self, keys: Sequence[str] | None = None) -> dict[str, JobRecord]:
+        """Records for `keys` (all records when None), by key."""
+        out: dict[str, JobRecord] = {}
+        with self.engine.connect() as conn:
+            if keys is None:
+                for row in conn.execute(sa.select(jobs_table)):
+                    out[row.key] = _from_row(row)
+                return out
+            for chunk in _chunks(list(keys), 500):
+                query = sa.select(jobs_table).where(jobs_table.c.key.in_(chunk))
+                for row in conn.execute(query):
+                    out[row.key] = _from_row(row)
+        return out
+
+    def add_jobs(self, records: Iterable[JobRecord]) -> None:
+        """Insert records whose key is not in the ledger yet (one transaction)."""
+        rows = [_to_row(r) for r in records]
+        if not rows:
+            return
+        with self._begin() as conn:
+            existing: set[str] = set()
+            for chunk in _chunks([r["key"] for r in rows], 500):
+                query = sa.select(jobs_table.c.key).where(jobs_table.c.key.in_(chunk))
+                existing.update(conn.execute(query).scalars())
+            fresh = [r for r in rows if r["key"] not in existing]
+            if fresh:
+                conn.execute(jobs_table.insert(), fresh)
+
+    def update_jobs(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Apply (key, {column: value}) changes in one transaction (a group commit)."""
+        if not changes:
+            return
+        now = time.time()
+        with self._begin() as conn:
+            for key, values in changes:
+                values = dict(values)
+                if "payload" in values:
+                    values["payload"] = json.dumps(values["payload"], ensure_ascii=False)
+                values.setdefault("updated_at", now)
+                conn.execute(jobs_table.update().where(jobs_table.c.key == key).values(**values))
+
+    # locks ------------------------------------------------------------------
+
+    def acquire_lock(self, scope: str, *, run_id: str) -> None:
+        """Take the run lock of `scope`, or raise SheetLockedError naming the live holder."""
+        now = time.time()
+        row = {
+            "scope": scope,
+            "run_id": run_id,
+            "pid": os.getpid(),
+            "host": HOST,
+            "started_at": now,
+            "heartbeat_at": now,
+            "progress": "{}",
+        }
+        for _ in range(3):
+            holder = self.lock_holder(scope)
+            if holder is not None:
+                if self._is_live(holder):
+                    raise SheetLockedError(
+                        f"{scope} is already being run by process {holder.pid} on {holder.host} "
+                        f"(started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.started_at))})"
+                    )
+                with self._begin() as conn:
+                    conn.execute(
+                        locks_table.delete().where(
+                            (locks_table.c.scope == scope) & (locks_table.c.run_id == holder.run_id)
+                        )
+                    )
+            try:
+                with self._begin() as conn:
+                    conn.execute(locks_table.insert().values(**row))
+                return
+            except IntegrityError:
+                continue  # someone else got in between; look again
+        raise SheetLockedError(f"{scope} is already being run by another process")
+
+    @staticmethod
+    def _is_live(holder: LockInfo) -> bool:
+        if holder.host == HOST:
+            return _pid_alive(holder.pid)
+        return time.time() - holder.heartbeat_at < STALE_LOCK_SECONDS
+
+    def lock_holder(self, scope: str) -> LockInfo | None:
+        """The current holder of `scope`'s lock, live or not."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(locks_table).where(locks_table.c.scope == scope)).first()
+        if row is None:
+            return None
+        data = dict(row._mapping)
+        data["progress"] = json.loads(data["progress"] or "{}")
+        return LockInfo(**data)
+
+    def live_lock_holder(self, scope: str) -> LockInfo | None:
+        """The holder of `scope`'s lock if that process is still alive."""
+        holder = self.lock_holder(scope)
+        return holder if holder is not None and self._is_live(holder) else None
+
+    def heartbeat(self, scope: str, *, run_id: str, progress: dict[str, Any]) -> None:
+        """Record that the run holding `scope` is alive, with its progress."""
+        with self._begin() as conn:
+            conn.execute(
+                locks_table.update()
+                .where((locks_table.c.scope == scope) & (locks_table.c.run_id == run_id))
+                .values(heartbeat_at=time.time(), progress=json.dumps(progress))
+            )
+
+    def release_lock(self, scope: str, *, run_id: str) -> None:
+        """Give up `scope`'s lock if this run still holds it."""
+        with self._begin() as conn:
+            conn.execute(
+                locks_table.delete().where(
+                    (locks_table.c.scope == scope) & (locks_table.c.run_id == run_id)
+                )
+            )
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,488 @@
+"""The anyio worker pool: submit with a write-ahead ledger, poll, fetch results, stop cleanly."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from batchgen.client import FINAL_STATUSES, ApiClient
+from batchgen.errors import (
+    ApiPermanentError,
+    ApiTransientError,
+    AuthError,
+    BalanceError,
+    NotFoundError,
+    SubmitUncertainError,
+)
+from batchgen.ledger import JobRecord, Ledger
+from batchgen.pacing import InFlightLimit, PollClock
+
+IN_FLIGHT = frozenset({"submitting", "in_queue", "in_progress"})
+_QUEUED_ALIASES = {"pending", "queued", "starting", "in_queue"}
+_UNKNOWN_HINT = (
+    "the submit may have reached RunComfy but its answer was lost; check your RunComfy "
+    "dashboard, then rerun with --resubmit-unknown to submit it again"
+)
+
+
+class Events(Protocol):
+    """What the engine tells whoever is watching (progress display, logs)."""
+
+    def job_changed(self, record: JobRecord, previous: str) -> None:
+        """A job moved from `previous` to `record.state`."""
+
+    def notice(self, message: str) -> None:
+        """Something the user should read (balance, rate limits, a stop)."""
+
+
+@dataclass(kw_only=True)
+class EngineOptions:
+    """Knobs of one run of the pool."""
+
+    concurrency: int = 4
+    max_cost: float | None = None
+    job_timeout: float = 1800.0
+    cancel_on_exit: bool = False
+    download_dir: Path | None = None
+    download_name: Callable[[JobRecord], str] | None = None
+    checkpoint_every: float = 5.0
+    submits_in_flight: int = 8
+    stop_grace: float = 8.0
+
+
+class LedgerWriter:
+    """Serialises ledger writes in one thread and commits whatever queued up together."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._queue: list[tuple[str, dict[str, Any]]] = []
+        self._done: list[anyio.Event] = []
+        self._wake = anyio.Event()
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def write(self, key: str, values: dict[str, Any], *, durable: bool = True) -> None:
+        """Queue a change; with `durable`, return only once it is committed."""
+        self._queue.append((key, values))
+        self._wake.set()
+        if durable:
+            event = anyio.Event()
+            self._done.append(event)
+            # shielded: a request_id that arrived must reach the disk even while stopping
+            with anyio.CancelScope(shield=True):
+                await event.wait()
+
+    async def run(self) -> None:
+        """Commit batches until cancelled; flush() drains what is left."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit everything queued so far."""
+        while self._queue:
+            batch, self._queue = self._queue, []
+            waiters, self._done = self._done, []
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(
+                    self._ledger.update_jobs, batch, limiter=self._limiter
+                )
+            for event in waiters:
+                event.set()
+
+
+class Pool:
+    """Runs a set of ledger jobs to the end, or until stopped."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        client: ApiClient,
+        records: dict[str, JobRecord],
+        to_submit: list[str],
+        options: EngineOptions,
+        events: Events,
+        checkpoint: Callable[[], None] | None = None,
+        spent: float = 0.0,
+    ) -> None:
+        self.ledger = ledger
+        self.client = client
+        self.records = records
+        self.options = options
+        self.events = events
+        self._checkpoint = checkpoint
+        self._pending = deque(to_submit)
+        self.clock = PollClock()
+        self.limit = InFlightLimit(options.concurrency)
+        client.on_rate_limited = self.limit.rate_limited
+        self.spent = spent
+        self.stop_signal: int | None = None
+        self.fatal: BaseException | None = None
+        self.balance_exhausted = False
+        self.budget_blocked = 0
+        self._in_flight = 0
+        self._running = 0
+        self._polls: TaskGroup | None = None
+        self._dirty = True
+        self.notices: list[str] = []
+
+    @property
+    def client_calls(self) -> dict[str, int]:
+        """API calls made so far, by kind."""
+        return self.client.calls
+
+    def _notice(self, message: str) -> None:
+        self.notices.append(message)
+        self.events.notice(message)
+
+    # state changes ------------------------------------------------------------
+
+    async def _set(self, key: str, *, durable: bool = False, **values: Any) -> JobRecord:
+        record = self.records[key]
+        previous = record.state
+        for name, value in values.items():
+            setattr(record, name, value)
+        record.updated_at = time.time()
+        await self.writer.write(key, values, durable=durable)
+        self._dirty = True
+        if record.state != previous:
+            if previous == "in_progress":
+                self._running -= 1
+            if record.state == "in_progress":
+                self._running += 1
+                self.clock.observe_running(self._running)
+            self.events.job_changed(record, previous)
+        return record
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    # the run ------------------------------------------------------------------
+
+    def _open(self) -> None:
+        # anyio primitives need the running event loop, so they are made here, not in __init__
+        self.writer = LedgerWriter(self.ledger)
+        self._changed = anyio.Event()
+        self._poll_scope = anyio.CancelScope()
+        self._submit_scope = anyio.CancelScope()
+        self._submit_slots = anyio.Semaphore(max(1, self.options.submits_in_flight))
+        self._download_slots = anyio.Semaphore(4)
+
+    async def run(self) -> None:
+        """Submit and poll until every job is final, the budget/balance stops it, or a signal."""
+        self._open()
+        async with self.client, anyio.create_task_group() as main:
+            main.start_soon(self.writer.run)
+            main.start_soon(self._watch_signals)
+            main.start_soon(self._checkpoints)
+            async with anyio.create_task_group() as work:
+                work.start_soon(self._poll_group)
+                work.start_soon(self._submit_group)
+            if self.stop_signal is not None and self.options.cancel_on_exit and self.fatal is None:
+                await self._cancel_queued()
+            await self._settle_unanswered()
+            await self.writer.flush()
+            main.cancel_scope.cancel()
+
+    async def _poll_group(self) -> None:
+        with self._poll_scope:
+            async with anyio.create_task_group() as polls:
+                self._polls = polls
+                for key, record in self.records.items():
+                    if record.state in ("in_queue", "in_progress") and record.request_id:
+                        self._in_flight += 1
+                        polls.start_soon(self._poll, key)
+                # keep the group open while submits may still add pollers
+                while not self._submits_done:
+                    await self._changed.wait()
+
+    _submits_done = False
+
+    async def _submit_group(self) -> None:
+        while self._polls is None:
+            await anyio.sleep(0)
+        with self._submit_scope:
+            async with anyio.create_task_group() as submits:
+                await self._feed(submits)
+        self._submits_done = True
+        self._wake()
+
+    async def _feed(self, submits: TaskGroup) -> None:
+        while self._pending and not self._stopping:
+            if self._in_flight >= self.limit.value:
+                await self._changed.wait()
+                continue
+            key = self._pending.popleft()
+            record = self.records[key]
+            cost = record.estimated_cost or 0.0
+            if (
+                self.options.max_cost is not None
+                and self.spent + cost > self.options.max_cost + 1e-9
+            ):
+                self.budget_blocked += 1
+                await self._set(
+                    key,
+                    error=f"not submitted: it would take the estimated spend past --max-cost "
+                    f"${self.options.max_cost:.2f}; rerun with a larger cap to continue",
+                )
+                continue
+            await self._submit_slots.acquire()
+            self._in_flight += 1
+            self.spent += cost
+            submits.start_soon(self._submit, key)
+
+    @property
+    def _stopping(self) -> bool:
+        return self.stop_signal is not None or self.fatal is not None or self.balance_exhausted
+
+    async def _submit(self, key: str) -> None:
+        record = self.records[key]
+        keep_slot = False
+        try:
+            await self._set(
+                key,
+                durable=True,
+                state="submitting",
+                submit_attempts=record.submit_attempts + 1,
+                submitted_at=time.time(),
+                error=None,
+            )
+            try:
+                answer = await self.client.submit(record.model_id, record.payload)
+            except SubmitUncertainError as exc:
+                await self._set(key, durable=True, state="unknown", error=f"{exc}; {_UNKNOWN_HINT}")
+                return
+            except (AuthError, BalanceError, ApiTransientError) as exc:
+                # provably not created: the job goes back to pending, untouched
+                await self._set(key, durable=True, state="pending", error=None)
+                self.spent -= record.estimated_cost or 0.0
+                self._on_submit_refused(key, exc)
+                return
+            except ApiPermanentError as exc:
+                await self._set(key, durable=True, state="failed", error=str(exc))
+                return
+            state = _normalise_status(answer.status)
+            await self._set(
+                key,
+                durable=True,
+                state=state if state in ("in_queue", "in_progress") else "in_queue",
+                request_id=answer.request_id,
+            )
+            self.limit.succeeded()
+            keep_slot = True
+            assert self._polls is not None
+            self._polls.start_soon(self._poll, key)
+        finally:
+            self._submit_slots.release()
+            if not keep_slot:
+                self._release()
+
+    def _on_submit_refused(self, key: str, exc: BaseException) -> None:
+        if isinstance(exc, AuthError):
+            # stop at once, but let submits already sent hear their (401) answers
+            self.fatal = exc
+            self._poll_scope.cancel()
+            self._wake()
+        elif isinstance(exc, BalanceError):
+            if not self.balance_exhausted:
+                self._notice(
+                    f"{exc}: submitting stopped; jobs already submitted are still followed"
+                )
+            self.balance_exhausted = True
+        elif self.fatal is None:
+            # a 429 or an unreachable API: try this job again later in the run
+            self._pending.append(key)
+            self._retry_refusals = getattr(self, "_retry_refusals", 0) + 1
+            if self._retry_refusals > 20 * max(1, self.options.concurrency) + 50:
+                self.fatal = exc
+                self._notice(f"giving up on submitting: {exc}")
+                self._submit_scope.cancel()
+
+    async def _poll(self, key: str) -> None:
+        record = self.records[key]
+        polls = 0
+        seen_at = time.monotonic()
+        try:
+            while True:
+                started = record.started_at or record.submitted_at or time.time()
+                delay = self.clock.next_delay(
+                    state=record.state,
+                    polls=polls,
+                    elapsed=time.time() - started,
+                    queue_position=record.queue_position,
+                )
+                await anyio.sleep(delay)
+                if time.time() - (record.submitted_at or time.time()) > self.options.job_timeout:
+                    await self._set(
+                        key,
+                        error=f"still {record.state} after {self.options.job_timeout / 60:g} min "
+                        f"(request {record.request_id}); a rerun keeps following it",
+                    )
+                    return
+                try:
+                    status = await self.client.status(record.request_id or "")
+                except NotFoundError as exc:
+                    await self._set(key, state="failed", error=str(exc), finished_at=time.time())
+                    return
+                except AuthError as exc:
+                    self._on_submit_refused(key, exc)
+                    return
+                except ApiTransientError:
+                    polls += 1
+                    continue
+                state = _normalise_status(status.status)
+                if state in FINAL_STATUSES:
+                    if await self._finish(key, state, seen_at):
+                        return
+                    polls += 1
+                    continue
+                if state != record.state:
+                    polls = 0
+                    seen_at = time.monotonic()
+                    extra = {"started_at": time.time()} if state == "in_progress" else {}
+                    await self._set(key, state=state, queue_position=status.queue_position, **extra)
+                else:
+                    polls += 1
+                    if status.queue_position != record.queue_position:
+                        record.queue_position = status.queue_position
+        finally:
+            self._release()
+
+    async def _finish(self, key: str, state: str, seen_at: float) -> bool:
+        """Record a final state (fetching the result); False when the result is not ready yet."""
+        record = self.records[key]
+        if record.state == "in_progress":
+            self.clock.observe_duration(time.monotonic() - seen_at)
+        if state == "cancelled":
+            await self._set(key, state="cancelled", finished_at=time.time())
+            return True
+        try:
+            result = await self.client.result(record.request_id or "")
+        except ApiTransientError:
+            return False
+        except ApiPermanentError as exc:
+            await self._set(key, state="failed", error=str(exc), finished_at=time.time())
+            return True
+        final = _normalise_status(result.status)
+        if final not in FINAL_STATUSES:
+            return False
+        if final == "completed" and not result.video_url:
+            final, error = (
+                "failed",
+                result.error or "the API reported completion but gave no video URL",
+            )
+        else:
+            error = result.error if final != "completed" else None
+        if final == "failed" and not error:
+            error = "the API reported the job failed without a reason"
+        await self._set(
+            key,
+            state=final,
+            video_url=result.video_url,
+            error=error,
+            cost=result.cost,
+            queue_position=None,
+            finished_at=time.time(),
+        )
+        if final == "completed" and self.options.download_dir is not None:
+            assert self._polls is not None
+            self._polls.start_soon(self._download, key)
+        return True
+
+    async def _download(self, key: str) -> None:
+        record = self.records[key]
+        directory = self.options.download_dir
+        if directory is None or not record.video_url or self.options.download_name is None:
+            return
+        dest = directory / self.options.download_name(record)
+        if dest.is_file() and dest.stat().st_size > 0:
+            if record.download_path != str(dest):
+                await self._set(key, download_path=str(dest))
+            return
+        async with self._download_slots:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                await self.client.download(record.video_url, dest)
+            except (ApiTransientError, OSError) as exc:
+                self._notice(f"row {record.sheet_row}: download failed: {exc}")
+                return
+        await self._set(key, download_path=str(dest))
+
+    async def _cancel_queued(self) -> None:
+        with anyio.move_on_after(self.options.stop_grace):
+            for key, record in list(self.records.items()):
+                if record.state != "in_queue" or not record.request_id:
+                    continue
+                try:
+                    outcome = await self.client.cancel(record.request_id)
+                except (ApiTransientError, ApiPermanentError):
+                    continue
+                if outcome == "cancelled":
+                    await self._set(key, state="cancelled", finished_at=time.time())
+
+    async def _settle_unanswered(self) -> None:
+        """Submits cut off by a deadline: their fate is unknown, and the ledger says so."""
+        for key, record in self.records.items():
+            if record.state == "submitting":
+                await self._set(
+                    key, state="unknown", error=f"no answer before the stop; {_UNKNOWN_HINT}"
+                )
+
+    async def _watch_signals(self) -> None:
+        try:
+            receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+        except (ValueError, NotImplementedError):
+            return  # not the main thread: whoever runs us handles signals
+        with receiver as signals:
+            async for signum in signals:
+                if self.stop_signal is None:
+                    self.stop_signal = signum
+                    name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+                    self._notice(f"{name} received: stopping; waiting for submits in flight")
+                    self._poll_scope.cancel()
+                    self._submit_scope.deadline = anyio.current_time() + self.options.stop_grace
+                    self._wake()
+                else:
+                    self._submit_scope.cancel()
+
+    async def _checkpoints(self) -> None:
+        if self._checkpoint is None:
+            return
+        interval = self.options.checkpoint_every
+        while True:
+            await anyio.sleep(interval)
+            if not self._dirty:
+                continue
+            self._dirty = False
+            began = time.monotonic()
+            await self.writer.flush()
+            await anyio.to_thread.run_sync(self._checkpoint)
+            # a big sheet is written less often, so writing never dominates the run
+            interval = max(self.options.checkpoint_every, 5 * (time.monotonic() - began))
+
+
+def _normalise_status(status: str) -> str:
+    status = status.lower()
+    if status in ("completed", "succeeded", "success"):
+        return "completed"
+    if status in ("failed", "error"):
+        return "failed"
+    if status in ("cancelled", "canceled"):
+        return "cancelled"
+    if status in _QUEUED_ALIASES:
+        return "in_queue"
+    return "in_progress"

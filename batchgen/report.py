@@ -1,0 +1,147 @@
+"""What batchgen tells the user: the sheet's output cells, the per-job table and run summaries."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchgen.ledger import JobRecord
+from batchgen.specs import SheetPlan
+
+# Ledger states as the sheet shows them; `submitting` never outlives a run.
+SHEET_STATUS = {"submitting": "pending"}
+SUCCESS = "completed"
+PROBLEM_STATES = ("failed", "invalid", "cancelled", "unknown")
+RESULT_HEADERS = [
+    "row",
+    "job_id",
+    "variant",
+    "take",
+    "request_id",
+    "status",
+    "video_url",
+    "error",
+    "estimated_cost",
+    "cost",
+    "download_path",
+    "input",
+]
+
+
+def sheet_status(state: str) -> str:
+    """The status word the sheet shows for a ledger state."""
+    return SHEET_STATUS.get(state, state)
+
+
+@dataclass
+class Outcome:
+    """Where every job of a sheet stands: counts, spend and the rows that need attention."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    problem_rows: dict[str, list[int]] = field(default_factory=dict)
+    estimated_spend: float = 0.0
+    actual_cost: float = 0.0
+    jobs: int = 0
+    rows: int = 0
+
+    @property
+    def all_completed(self) -> bool:
+        """True when every job completed and no row is invalid."""
+        return self.counts.get(SUCCESS, 0) == self.jobs
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        return {
+            "rows": self.rows,
+            "jobs": self.jobs,
+            "counts": dict(self.counts),
+            "problem_rows": self.problem_rows,
+            "estimated_spend_usd": round(self.estimated_spend, 4),
+            "actual_cost_usd": round(self.actual_cost, 4),
+        }
+
+
+def outcome(plan: SheetPlan, records: Mapping[str, JobRecord]) -> Outcome:
+    """Count the sheet's jobs by state, with spend and problem rows."""
+    result = Outcome(rows=plan.row_count)
+    problems: dict[str, set[int]] = {}
+    for job in plan.jobs:
+        record = records.get(job.key)
+        state = sheet_status(record.state if record else "pending")
+        result.counts[state] += 1
+        result.jobs += 1
+        if record and record.request_id and record.estimated_cost:
+            result.estimated_spend += record.estimated_cost
+        if record and record.cost:
+            result.actual_cost += record.cost
+        if state != SUCCESS:
+            problems.setdefault(state, set()).add(job.row)
+    for row in plan.invalid:
+        result.counts["invalid"] += 1
+        result.jobs += 1
+        problems.setdefault("invalid", set()).add(row)
+    result.problem_rows = {state: sorted(rows) for state, rows in problems.items()}
+    return result
+
+
+def sheet_cells(plan: SheetPlan, records: Mapping[str, JobRecord]) -> dict[int, dict[str, str]]:
+    """Output cells per sheet row: one line per job in each of the four columns."""
+    cells: dict[int, dict[str, str]] = {}
+    for row, jobs in plan.jobs_by_row().items():
+        lines: dict[str, list[str]] = {"request_id": [], "status": [], "video_url": [], "error": []}
+        for job in jobs:
+            record = records.get(job.key)
+            prefix = f"[{job.label}] " if len(jobs) > 1 and job.label else ""
+            lines["request_id"].append((record.request_id if record else None) or "")
+            lines["status"].append(sheet_status(record.state if record else "pending"))
+            lines["video_url"].append((record.video_url if record else None) or "")
+            error = (record.error if record else None) or ""
+            lines["error"].append(prefix + error if error else "")
+        cells[row] = {name: _join(values) for name, values in lines.items()}
+    for row, problems in plan.invalid.items():
+        message = "; ".join(f"{p.column}: {p.message}" for p in problems)
+        cells[row] = {"request_id": "", "status": "invalid", "video_url": "", "error": message}
+    return cells
+
+
+def _join(values: list[str]) -> str:
+    # a row with one job gets a plain value; several get one line each, blanks kept for alignment
+    if len(values) == 1:
+        return values[0]
+    return "\n".join(values) if any(values) else ""
+
+
+def results_rows(plan: SheetPlan, records: Mapping[str, JobRecord]) -> list[list[Any]]:
+    """The per-job table, one row per job (and per invalid row), in sheet order."""
+    rows: list[tuple[int, list[Any]]] = []
+    for job in plan.jobs:
+        record = records.get(job.key)
+        rows.append(
+            (
+                job.row,
+                [
+                    job.row,
+                    job.key,
+                    job.label,
+                    job.take,
+                    record.request_id if record else None,
+                    sheet_status(record.state if record else "pending"),
+                    record.video_url if record else None,
+                    record.error if record else None,
+                    job.estimated_cost,
+                    record.cost if record else None,
+                    record.download_path if record else None,
+                    json.dumps(job.payload, ensure_ascii=False, sort_keys=True),
+                ],
+            )
+        )
+    for row, problems in plan.invalid.items():
+        message = "; ".join(f"{p.column}: {p.message}" for p in problems)
+        rows.append(
+            (row, [row, None, None, None, None, "invalid", None, message, None, None, None, None])
+        )
+    rows.sort(key=lambda item: item[0])
+    return [values for _, values in rows]

@@ -1,0 +1,386 @@
+"""One batch from sheet to sheet: load, validate, reconcile with the ledger, run the pool, write back."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from batchgen import report, sheets
+from batchgen.client import ApiClient, RetryPolicy, token_from_env
+from batchgen.config import RunConfig
+from batchgen.errors import (
+    EXIT_JOBS_FAILED,
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    ApiPermanentError,
+    ApiTransientError,
+    AuthError,
+    SheetError,
+)
+from batchgen.ledger import JobRecord, Ledger, LockInfo, ledger_url
+from batchgen.models import ModelSpec, get_model
+from batchgen.pool import IN_FLIGHT, EngineOptions, Events, Pool
+from batchgen.specs import Problem, SheetPlan, build_plan
+
+
+@dataclass
+class Batch:
+    """A loaded sheet, its model and its validated plan."""
+
+    config: RunConfig
+    table: sheets.Table
+    model: ModelSpec
+    plan: SheetPlan
+
+    @property
+    def scope(self) -> str:
+        """The lock scope: the sheet's absolute path."""
+        return str(self.config.sheet.resolve())
+
+
+@dataclass
+class RunResult:
+    """How a run ended."""
+
+    outcome: report.Outcome
+    exit_code: int
+    written_to: Path | None
+    notices: list[str] = field(default_factory=list)
+    stopped_by: str | None = None
+    calls: dict[str, int] = field(default_factory=dict)
+
+
+def load_batch(config: RunConfig) -> Batch:
+    """Read and validate the sheet; nothing is sent and nothing is written."""
+    table = sheets.load_sheet(config.sheet, sheet_name=config.sheet_name)
+    model = get_model(config.model)
+    plan = build_plan(
+        table.headers,
+        [(row.number, row.values) for row in table.rows],
+        model,
+        columns=config.columns,
+        defaults=config.defaults,
+        sheet_name=config.sheet.name,
+    )
+    return Batch(config, table, model, plan)
+
+
+def open_ledger(config: RunConfig) -> Ledger:
+    """The ledger for this batch (migrated)."""
+    return Ledger(ledger_url(config.db, config.sheet))
+
+
+def write_sheet(batch: Batch, records: dict[str, JobRecord]) -> Path:
+    """Write output cells and the per-job table back to the sheet (atomically)."""
+    results = sheets.Results(
+        headers=list(report.RESULT_HEADERS), rows=report.results_rows(batch.plan, records)
+    )
+    return sheets.write_back(
+        batch.table,
+        report.sheet_cells(batch.plan, records),
+        results=results,
+        output=batch.config.output,
+    )
+
+
+def _new_record(job: Any, now: float) -> JobRecord:
+    return JobRecord(
+        key=job.key,
+        model_id=job.model_id,
+        payload=job.payload,
+        state="pending",
+        take=job.take,
+        label=job.label,
+        sheet_row=job.row,
+        estimated_cost=job.estimated_cost,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def reconcile(batch: Batch, ledger: Ledger) -> dict[str, JobRecord]:
+    """Ledger records for every job of the plan, adding new ones as pending."""
+    keys = [job.key for job in batch.plan.jobs]
+    records = ledger.get_jobs(keys)
+    now = time.time()
+    fresh = [_new_record(job, now) for job in batch.plan.jobs if job.key not in records]
+    ledger.add_jobs(fresh)
+    records.update({r.key: r for r in fresh})
+    moved = []
+    for job in batch.plan.jobs:
+        record = records[job.key]
+        if record.sheet_row != job.row:
+            record.sheet_row = job.row
+            moved.append((job.key, {"sheet_row": job.row}))
+    ledger.update_jobs(moved)
+    return records
+
+
+def plan_resume(
+    batch: Batch, ledger: Ledger, records: dict[str, JobRecord]
+) -> tuple[list[str], float]:
+    """Decide what to submit; returns (keys to submit in sheet order, spend already committed)."""
+    config = batch.config
+    changes: list[tuple[str, dict[str, Any]]] = []
+    to_submit: list[str] = []
+    spent = 0.0
+    for job in batch.plan.jobs:
+        record = records[job.key]
+        if record.state == "submitting":
+            # sent but never answered before a crash: unknowable, never silently resubmitted
+            values = {
+                "state": "unknown",
+                "error": "the run stopped before the submit answered; "
+                "rerun with --resubmit-unknown to submit it again",
+            }
+            changes.append((job.key, values))
+            _apply(record, values)
+        if record.state == "unknown" and config.resubmit_unknown:
+            to_submit.append(job.key)
+        elif record.state == "failed" and config.retry_failed:
+            values = {"state": "pending", "request_id": None, "error": None, "video_url": None}
+            changes.append((job.key, values))
+            _apply(record, values)
+            to_submit.append(job.key)
+        elif record.state == "pending":
+            to_submit.append(job.key)
+        if record.request_id or record.state == "unknown":
+            spent += record.estimated_cost or 0.0
+    ledger.update_jobs(changes)
+    return to_submit, spent
+
+
+def _apply(record: JobRecord, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        setattr(record, name, value)
+
+
+def download_name(batch: Batch) -> Callable[[JobRecord], str]:
+    """Stable, filesystem-safe file names: row, a name/variant column when present, the job."""
+    headers = [h.strip().lower() for h in batch.table.headers]
+    column = next((headers.index(n) for n in ("variant", "name") if n in headers), None)
+    by_row = {row.number: row.values for row in batch.table.rows}
+
+    def name(record: JobRecord) -> str:
+        parts = [f"row{record.sheet_row:05d}" if record.sheet_row else "row"]
+        values = by_row.get(record.sheet_row or -1)
+        if column is not None and values is not None and column < len(values) and values[column]:
+            parts.append(str(values[column]))
+        if record.label:
+            parts.append(record.label)
+        parts.append(record.key[:8])
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-.")[:150]
+        return stem + ".mp4"
+
+    return name
+
+
+def run_batch(
+    config: RunConfig, *, events: Events, observer: Any = None, token: str | None = None
+) -> RunResult:
+    """Run a sheet end to end; the sheet is written during the run and at the end."""
+    batch = load_batch(config)
+    if config.strict and batch.plan.invalid:
+        first = next(iter(batch.plan.invalid.values()))[0]
+        count = len(batch.plan.invalid)
+        raise SheetError(
+            f"{config.sheet.name}: {count} invalid row(s), --strict refuses the sheet; first: {first}"
+        )
+    token = token or token_from_env()
+    ledger = open_ledger(config)
+    run_id = uuid.uuid4().hex
+    ledger.acquire_lock(batch.scope, run_id=run_id)
+    try:
+        records = reconcile(batch, ledger)
+        to_submit, spent = plan_resume(batch, ledger, records)
+        if observer is not None:
+            observer.start(batch, records)
+        written = write_sheet(batch, records)
+        pool = _make_pool(batch, ledger, records, to_submit, spent, token, events, run_id)
+        anyio.run(pool.run)
+        written = write_sheet(batch, records)
+    finally:
+        ledger.release_lock(batch.scope, run_id=run_id)
+        ledger.close()
+    outcome = report.outcome(batch.plan, records)
+    if isinstance(pool.fatal, AuthError):
+        raise pool.fatal
+    stopped = None
+    code = EXIT_OK if outcome.all_completed else EXIT_JOBS_FAILED
+    if pool.stop_signal is not None:
+        stopped = "SIGINT" if pool.stop_signal == signal.SIGINT else "SIGTERM"
+        code = EXIT_SIGINT if pool.stop_signal == signal.SIGINT else EXIT_SIGTERM
+    return RunResult(outcome, code, written, list(pool.notices), stopped, dict(pool.client_calls))
+
+
+def _make_pool(
+    batch: Batch,
+    ledger: Ledger,
+    records: dict[str, JobRecord],
+    to_submit: list[str],
+    spent: float,
+    token: str,
+    events: Events,
+    run_id: str,
+) -> Pool:
+    config = batch.config
+    options = EngineOptions(
+        concurrency=config.concurrency,
+        max_cost=config.max_cost,
+        job_timeout=config.job_timeout,
+        cancel_on_exit=config.cancel_on_exit,
+        download_dir=config.download,
+        download_name=download_name(batch) if config.download else None,
+        submits_in_flight=min(16, config.concurrency),
+    )
+    plan_keys = {job.key for job in batch.plan.jobs}
+    mine = {k: r for k, r in records.items() if k in plan_keys}
+
+    def checkpoint() -> None:
+        write_sheet(batch, records)
+        counts = report.outcome(batch.plan, records).counts
+        ledger.heartbeat(batch.scope, run_id=run_id, progress=dict(counts))
+
+    client = ApiClient(
+        base_url=config.api_base_url,
+        token=token,
+        max_connections=max(4, config.concurrency + 4),
+        retry=RetryPolicy(),
+        rate=config.rate,
+    )
+    return Pool(
+        ledger=ledger,
+        client=client,
+        records=mine,
+        to_submit=to_submit,
+        options=options,
+        events=events,
+        checkpoint=checkpoint,
+        spent=spent,
+    )
+
+
+@dataclass
+class StatusReport:
+    """What `batchgen status` shows."""
+
+    batch: Batch
+    outcome: report.Outcome
+    holder: LockInfo | None
+
+
+def batch_status(config: RunConfig) -> StatusReport:
+    """Jobs by state from the ledger, and the run holding the sheet, if any."""
+    batch = load_batch(config)
+    ledger = open_ledger(config)
+    try:
+        records = ledger.get_jobs([job.key for job in batch.plan.jobs])
+        holder = ledger.live_lock_holder(batch.scope)
+    finally:
+        ledger.close()
+    return StatusReport(batch, report.outcome(batch.plan, records), holder)
+
+
+@dataclass
+class CancelReport:
+    """What `batchgen cancel` did."""
+
+    cancelled: list[int] = field(default_factory=list)
+    not_cancellable: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    auth_error: AuthError | None = None
+
+
+def cancel_batch(config: RunConfig) -> CancelReport:
+    """Cancel every job of the sheet still queued (or unknown-state) at the provider."""
+    batch = load_batch(config)
+    token = token_from_env()
+    ledger = open_ledger(config)
+    try:
+        records = ledger.get_jobs([job.key for job in batch.plan.jobs])
+        targets = [r for r in records.values() if r.state in IN_FLIGHT and r.request_id]
+        result = anyio.run(_cancel_all, config, token, targets)
+        if result.auth_error is not None:
+            raise result.auth_error
+        now = time.time()
+        ledger.update_jobs(
+            [
+                (r.key, {"state": "cancelled", "finished_at": now})
+                for r in targets
+                if r.state == "cancelled"
+            ]
+        )
+        holder = ledger.live_lock_holder(batch.scope)
+        if holder is None:
+            write_sheet(batch, records)
+    finally:
+        ledger.close()
+    return result
+
+
+async def _cancel_all(config: RunConfig, token: str, targets: list[JobRecord]) -> CancelReport:
+    result = CancelReport()
+    async with ApiClient(base_url=config.api_base_url, token=token, rate=config.rate) as client:
+        async with anyio.create_task_group() as tg:
+            limit = anyio.Semaphore(8)
+
+            async def one(record: JobRecord) -> None:
+                async with limit:
+                    try:
+                        outcome = await client.cancel(record.request_id or "")
+                    except AuthError as exc:
+                        result.auth_error = exc
+                        tg.cancel_scope.cancel()
+                        return
+                    except (ApiTransientError, ApiPermanentError) as exc:
+                        result.errors.append(f"row {record.sheet_row}: {exc}")
+                        return
+                if outcome == "cancelled":
+                    record.state = "cancelled"
+                    result.cancelled.append(record.sheet_row or 0)
+                else:
+                    result.not_cancellable.append(record.sheet_row or 0)
+
+            for record in targets:
+                tg.start_soon(one, record)
+    return result
+
+
+@dataclass
+class CheckResult:
+    """What `batchgen check` found."""
+
+    batch: Batch
+    estimated_cost: float
+    image_problems: list[Problem] = field(default_factory=list)
+
+
+def check_batch(config: RunConfig, *, images: bool = False) -> CheckResult:
+    """Validate a sheet (and optionally its images) and estimate its cost; sends nothing."""
+    batch = load_batch(config)
+    cost = sum(job.estimated_cost or 0.0 for job in batch.plan.jobs)
+    problems: list[Problem] = []
+    if images:
+        from batchgen import imagecheck
+
+        problems = imagecheck.check_images(batch.plan, batch.model)
+    return CheckResult(batch, cost, problems)
+
+
+def eta_seconds(outcome: report.Outcome, holder: LockInfo) -> float | None:
+    """A rough time left for the run holding the sheet, from its pace so far."""
+    done = sum(outcome.counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
+    left = sum(outcome.counts.get(s, 0) for s in ("pending", "in_queue", "in_progress"))
+    elapsed = time.time() - holder.started_at
+    if done == 0 or elapsed <= 0:
+        return None
+    return left * elapsed / done

@@ -1,0 +1,403 @@
+"""Load a prompt sheet (.xlsx or .csv) and write job results back into it.
+
+This is the only module that touches pandas or spreadsheet formats. Reading goes through
+pandas (calamine for .xlsx) or the csv module; writing patches the original bytes captured
+at load time, so every write is a pure function of (loaded file, cells, results): repeated
+calls are idempotent, and edits made to the file on disk during a run are overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from batchgen import _csvfile, _xlsx
+from batchgen.errors import SheetError
+
+OUTPUT_COLUMNS = ("request_id", "status", "video_url", "error")
+RESULTS_SHEET = "batchgen_results"
+
+_CSV_SUFFIXES = (".csv", ".tsv")
+_XLSX_SUFFIXES = (".xlsx", ".xlsm")
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass
+class Row:
+    """One non-blank data row of the sheet."""
+
+    number: int  # 1-based row number as Excel shows it (CSV: record number, header included)
+    values: tuple[object, ...]  # aligned with Table.headers; None for an empty cell
+
+
+@dataclass
+class Table:
+    """A loaded sheet: header, data rows, and what write_back needs to patch the file."""
+
+    path: Path
+    kind: str  # "csv" or "xlsx"
+    sheet_name: str | None
+    header_row: int
+    headers: list[str]
+    rows: list[Row]
+    _mode: int = field(default=0o644, repr=False, compare=False)
+    _csv: _csvfile.CsvDoc | None = field(default=None, repr=False, compare=False)
+    _book: _xlsx.Book | None = field(default=None, repr=False, compare=False)
+    _sheet_part: str = field(default="", repr=False, compare=False)
+    _sheet: _xlsx.SheetXml | None = field(default=None, repr=False, compare=False)
+    _append_at: int = field(default=0, repr=False, compare=False)
+
+
+@dataclass
+class Results:
+    """The per-job table written beside the sheet (a worksheet or NAME.results.csv)."""
+
+    headers: list[str]
+    rows: list[list[object]]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_sheet(path: str | Path, *, sheet_name: str | None = None) -> Table:
+    """Read the first worksheet of an .xlsx (or `sheet_name`), or a .csv."""
+    p = Path(path)
+    data, mode = _read_file(p)
+    kind = _kind_of(p)
+    if kind == "csv":
+        return _load_csv(p, data, mode)
+    return _load_xlsx(p, data, mode, sheet_name)
+
+
+def _fail(path: Path, problem: str) -> SheetError:
+    """A SheetError whose one line names the file and the problem."""
+    return SheetError(f"{path}: {' '.join(problem.split())}")
+
+
+def _read_file(p: Path) -> tuple[bytes, int]:
+    """The file's bytes and permission bits, or a SheetError saying why not."""
+    if not p.exists():
+        raise _fail(p, "no such file")
+    if p.is_dir():
+        raise _fail(p, "is a directory, not a sheet file")
+    try:
+        data = p.read_bytes()
+        mode = p.stat().st_mode & 0o7777
+    except OSError as exc:
+        raise _fail(p, f"cannot be read ({exc.strerror or exc})") from exc
+    if not data:
+        raise _fail(p, "is empty (0 bytes)")
+    return data, mode
+
+
+def _kind_of(p: Path) -> str:
+    """'csv' or 'xlsx' from the file name."""
+    suffix = p.suffix.lower()
+    if suffix in _CSV_SUFFIXES:
+        return "csv"
+    if suffix in _XLSX_SUFFIXES:
+        return "xlsx"
+    if suffix == ".xls":
+        raise _fail(p, "is an old .xls file; save it as .xlsx")
+    raise _fail(p, f"unsupported file type {suffix or '(no extension)'!r}; use .xlsx or .csv")
+
+
+def _is_blank(value: object) -> bool:
+    """An empty or whitespace-only cell."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _last_used(values: list[object]) -> int:
+    """1 + index of the last non-blank value (0 when all are blank)."""
+    for i in range(len(values) - 1, -1, -1):
+        if not _is_blank(values[i]):
+            return i + 1
+    return 0
+
+
+def _build(
+    p: Path, grid: list[list[object]], empty_problem: str
+) -> tuple[int, list[str], list[Row], int]:
+    """Find the header (first non-blank row); return (header_row, headers, rows, width)."""
+    header_index = next((i for i, row in enumerate(grid) if _last_used(row)), None)
+    if header_index is None:
+        raise _fail(p, empty_problem)
+    body = [(i, row) for i, row in enumerate(grid[header_index + 1 :], header_index + 1)]
+    body = [(i, row) for i, row in body if _last_used(row)]
+    # Width covers unlabeled data columns too, so appended output columns never land on data.
+    width = max(_last_used(row) for row in [grid[header_index], *(r for _, r in body)])
+    header = list(grid[header_index][:width])
+    header += [None] * (width - len(header))
+    headers = ["" if v is None else str(v) for v in header]
+    rows = []
+    for i, row in body:
+        values = row[:width]
+        if len(values) < width:
+            values = [*values, *([None] * (width - len(values)))]
+        rows.append(Row(number=i + 1, values=tuple(values)))
+    return header_index + 1, headers, rows, width
+
+
+def _load_csv(p: Path, data: bytes, mode: int) -> Table:
+    """Load a CSV with its dialect remembered for write-back."""
+    if data.startswith(_ZIP_MAGIC):
+        raise _fail(p, "looks like an Excel workbook, not a CSV; rename it to .xlsx")
+    if data.startswith(_OLE2_MAGIC):
+        raise _fail(p, "is an Excel binary or password-protected file, not a CSV")
+    try:
+        doc = _csvfile.parse(data)
+    except _csvfile.CsvError as exc:
+        raise _fail(p, str(exc)) from exc
+    grid: list[list[object]] = [[v if v != "" else None for v in rec] for rec in doc.fields]
+    header_row, headers, rows, width = _build(p, grid, "is empty (no non-blank row)")
+    return Table(
+        path=p,
+        kind="csv",
+        sheet_name=None,
+        header_row=header_row,
+        headers=headers,
+        rows=rows,
+        _mode=mode,
+        _csv=doc,
+        _append_at=width,
+    )
+
+
+def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table:
+    """Load one worksheet through pandas+calamine and index its XML for write-back."""
+    if data.startswith(_OLE2_MAGIC):
+        raise _fail(p, "is password-protected or an old .xls file; save it as .xlsx")
+    if not data.startswith(_ZIP_MAGIC):
+        raise _fail(p, "is not a valid .xlsx workbook")
+    try:
+        book = _xlsx.open_book(data)
+    except _xlsx.XlsxError as exc:
+        raise _fail(p, str(exc)) from exc
+    name, grid = _read_grid(p, data, sheet_name)
+    ref = next((s for s in book.sheets if s.name == name), None)
+    if ref is None or ref.part is None or ref.rel_type != _xlsx.REL_WORKSHEET:
+        raise _fail(p, f"cannot patch: sheet {name!r} is not a plain worksheet")
+    try:
+        sheet = _xlsx.parse_sheet(_xlsx.read_part(book, ref.part))
+    except _xlsx.XlsxError as exc:
+        raise _fail(p, str(exc)) from exc
+    header_row, headers, rows, width = _build(p, grid, f"sheet {name!r} has no non-blank row")
+    # Never append into a merged block that covers the header row.
+    merged_end = [c2 + 1 for r1, _, r2, c2 in sheet.merges if r1 <= header_row <= r2]
+    return Table(
+        path=p,
+        kind="xlsx",
+        sheet_name=name,
+        header_row=header_row,
+        headers=headers,
+        rows=rows,
+        _mode=mode,
+        _book=book,
+        _sheet_part=ref.part,
+        _sheet=sheet,
+        _append_at=max([width, *merged_end]),
+    )
+
+
+def _read_grid(p: Path, data: bytes, sheet_name: str | None) -> tuple[str, list[list[object]]]:
+    """Cached cell values of one worksheet; grid[i] is sheet row i+1."""
+    import pandas as pd  # deferred: pandas takes a noticeable time to import
+
+    try:
+        xl = pd.ExcelFile(io.BytesIO(data), engine="calamine")
+        names = [str(n) for n in xl.sheet_names]
+        if sheet_name is None:
+            if not names:
+                raise _fail(p, "has no worksheets")
+            name = names[0]
+        else:
+            matches = [n for n in names if n == sheet_name] or [
+                n for n in names if n.casefold() == sheet_name.casefold()
+            ]
+            if not matches:
+                listed = ", ".join(repr(n) for n in names)
+                raise _fail(p, f"no worksheet named {sheet_name!r}; sheets: {listed}")
+            name = matches[0]
+        frame = pd.read_excel(xl, sheet_name=name, header=None, dtype=object)
+    except SheetError:
+        raise
+    except Exception as exc:  # calamine and pandas raise many types; none may escape
+        raise _fail(p, f"is not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from exc
+    return name, [[_cell(v) for v in row] for row in frame.to_numpy(dtype=object).tolist()]
+
+
+def _cell(value: object) -> object:
+    """A pandas cell as a plain Python value; None for empty."""
+    kind = type(value)
+    if kind is str:
+        return value if value else None
+    if kind is float:
+        return None if math.isnan(value) else value  # type: ignore[arg-type]
+    if value is None or kind is int or kind is bool:
+        return value
+    if isinstance(value, datetime):
+        to_py = getattr(value, "to_pydatetime", None)  # pandas Timestamp → datetime
+        return to_py() if to_py is not None else value
+    item = getattr(value, "item", None)  # numpy scalars → Python scalars
+    if item is not None:
+        return item()
+    if str(value) in ("NaT", "<NA>"):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_back(
+    table: Table,
+    cells: dict[int, dict[str, str]],
+    *,
+    results: Results | None = None,
+    output: str | Path | None = None,
+) -> Path:
+    """Write output cells into the sheet (in place, or to `output`) atomically; return that path."""
+    target = Path(output) if output is not None else table.path
+    if _kind_of(target) != table.kind:
+        raise _fail(target, f"cannot write a {table.kind} sheet to a {target.suffix} file")
+    writes = _plan_writes(table, cells)
+    if table.kind == "csv":
+        doc = table._csv
+        assert doc is not None
+        _atomic_write(target, doc.encode(_csvfile.patch(doc, writes)), table._mode)
+        if results is not None:
+            rows = [list(results.headers), *results.rows]
+            rows = [[_clean(v) if isinstance(v, str) else v for v in row] for row in rows]
+            _atomic_write(
+                results_path(target), doc.encode(_csvfile.dump_rows(doc, rows)), table._mode
+            )
+        return target
+    _atomic_write(target, _patched_workbook(table, writes, results), table._mode)
+    return target
+
+
+def results_path(sheet_path: str | Path) -> Path:
+    """Where the CSV results table goes: ads.csv → ads.results.csv."""
+    p = Path(sheet_path)
+    return p.with_name(f"{p.stem}.results{p.suffix}")
+
+
+def _clean(value: object) -> str:
+    """Text as it may be stored: str, without characters XML or a text file cannot hold."""
+    return _xlsx.strip_illegal("" if value is None else str(value))
+
+
+def _column_plan(table: Table) -> tuple[dict[str, int], dict[int, str]]:
+    """Output column → 0-based column index, and the header cells that must be added."""
+    normalized = [h.strip().lower() for h in table.headers]
+    positions: dict[str, int] = {}
+    new_headers: dict[int, str] = {}
+    next_col = table._append_at
+    for name in OUTPUT_COLUMNS:
+        if name in normalized:
+            positions[name] = normalized.index(name)
+        else:
+            positions[name] = next_col
+            new_headers[next_col] = name
+            next_col += 1
+    return positions, new_headers
+
+
+def _plan_writes(table: Table, cells: dict[int, dict[str, str]]) -> dict[int, dict[int, str]]:
+    """Row number → column index → text: new header cells plus the given output cells."""
+    positions, new_headers = _column_plan(table)
+    writes: dict[int, dict[int, str]] = {}
+    if new_headers:
+        writes[table.header_row] = dict(new_headers)
+    for number, row in cells.items():
+        if not isinstance(number, int) or number <= table.header_row:
+            raise ValueError(f"row {number!r} is not a data row (header is row {table.header_row})")
+        for name, value in row.items():
+            if name not in positions:
+                raise ValueError(f"{name!r} is not an output column; use one of {OUTPUT_COLUMNS}")
+            writes.setdefault(number, {})[positions[name]] = _clean(value)
+    return writes
+
+
+def _patched_workbook(
+    table: Table, writes: dict[int, dict[int, str]], results: Results | None
+) -> bytes:
+    """The workbook bytes with `writes` applied and the results sheet added or replaced."""
+    book, sheet = table._book, table._sheet
+    assert book is not None and sheet is not None
+    last_header = max((i for i, h in enumerate(table.headers) if h.strip()), default=0)
+    try:
+        header_style = _xlsx.style_of(sheet, table.header_row, last_header)
+        text, removed_formula = _xlsx.patch_sheet(
+            sheet, writes, header_row=table.header_row, header_style=header_style
+        )
+        results_xml = None
+        if results is not None:
+            results_xml = _xlsx.results_sheet_xml(list(results.headers), results.rows)
+        return _xlsx.repackage(
+            book,
+            sheet_part=table._sheet_part,
+            sheet_xml=text.encode("utf-8"),
+            results_name=RESULTS_SHEET,
+            results_xml=results_xml,
+            drop_calc_chain=removed_formula,
+        )
+    except _xlsx.XlsxError as exc:
+        raise _fail(table.path, str(exc)) from exc
+
+
+def _atomic_write(target: Path, data: bytes, default_mode: int) -> None:
+    """Write via a temp file in the same directory, fsync, then os.replace."""
+    real = Path(os.path.realpath(target))  # replace a symlink's target, not the link
+    try:
+        st = real.stat() if real.exists() else None
+        mode = (st.st_mode & 0o7777) if st is not None else default_mode
+        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _fail(target, f"cannot be written ({exc.strerror or exc})") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        if st is not None and hasattr(os, "chown"):
+            with contextlib.suppress(OSError):  # only root can give a file away; best effort
+                os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, real)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _fail(target, f"cannot be written ({exc.strerror or exc})") from exc
+        raise
+    _fsync_dir(real.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself (POSIX); harmless where unsupported."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "RESULTS_SHEET",
+    "Results",
+    "Row",
+    "Table",
+    "load_sheet",
+    "results_path",
+    "write_back",
+]

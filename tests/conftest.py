@@ -1,0 +1,126 @@
+"""Shared fixtures: a real simulator over HTTP, the real CLI in a subprocess, real sheets."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import Workbook
+from openpyxl.styles import Font
+
+from batchgen.simulator import Simulator, SimulatorConfig, SimulatorServer
+
+IMAGE = "https://images.example.com/product.png"
+TOKEN = "test-token-5f2c"
+
+
+def fast_config(**overrides: Any) -> SimulatorConfig:
+    """Short jobs so a whole sheet runs in a second or two."""
+    values: dict[str, Any] = {"capacity": 8, "min_duration": 0.05, "max_duration": 0.2, "seed": 1}
+    values.update(overrides)
+    return SimulatorConfig(**values)
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorServer]:
+    """A simulator with fast jobs on a free loopback port."""
+    with SimulatorServer(Simulator(fast_config())) as server:
+        yield server
+
+
+def cli_env(server: SimulatorServer | None, **extra: str) -> dict[str, str]:
+    """Environment for the CLI: token and base URL of the simulator, no terminal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "BATCHGEN_"))}
+    env["CI"] = "true"
+    env["RUNCOMFY_API_TOKEN"] = TOKEN
+    if server is not None:
+        env["RUNCOMFY_BASE_URL"] = server.base_url
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: Sequence[str], server: SimulatorServer | None, *, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `batchgen ARGS` as a user would, and wait for it."""
+    return subprocess.run(
+        [sys.executable, "-m", "batchgen", *map(str, args)],
+        env=cli_env(server, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def start_cli(
+    args: Sequence[str], server: SimulatorServer | None, **env: str
+) -> subprocess.Popen[str]:
+    """Start `batchgen ARGS` in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchgen", *map(str, args)],
+        env=cli_env(server, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def ad_rows(count: int, **columns: Any) -> list[dict[str, Any]]:
+    """`count` distinct valid rows, with extra user columns."""
+    rows = []
+    for i in range(count):
+        row = {"prompt": f"Product {i} spins slowly on a pedestal", "first_frame_image_url": IMAGE}
+        row.update({k: (v(i) if callable(v) else v) for k, v in columns.items()})
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], **fmt: Any) -> Path:
+    """A CSV with the union of the rows' keys as header."""
+    headers = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="", encoding=fmt.pop("encoding", "utf-8")) as handle:
+        writer = csv.writer(handle, **fmt)
+        writer.writerow(headers)
+        for row in rows:
+            writer.writerow([row.get(h, "") for h in headers])
+    return path
+
+
+def write_xlsx(path: Path, rows: list[dict[str, Any]], *, extra_sheet: bool = True) -> Path:
+    """An xlsx with a bold header, a custom column width and a second worksheet."""
+    headers = list(dict.fromkeys(k for row in rows for k in row))
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Ads"
+    ws.append(headers)
+    for cell in ws[1]:
+        cell.font = Font(bold=True)
+    for row in rows:
+        ws.append([row.get(h) for h in headers])
+    ws.column_dimensions["A"].width = 42
+    if extra_sheet:
+        wb.create_sheet("Notes")["A1"] = "keep me"
+    wb.save(path)
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV as dicts."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return list(csv.DictReader(handle))
+
+
+def ledger_rows(db: Path) -> list[dict[str, Any]]:
+    """Every job in a ledger file, read with plain sqlite3."""
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY sheet_row, key")]
