@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,8 @@ class CsvDoc:
 
     def fit(self, value: str) -> str:
         """Make a new value encodable: characters the encoding lacks become '?'."""
+        if self.encoding != "cp1252":
+            return value  # UTF-8/16 encode any text that survived strip_illegal
         return value.encode(self.encoding, "replace").decode(self.encoding)
 
 
@@ -188,19 +191,26 @@ def parse(data: bytes) -> CsvDoc:
 
 def quote(doc: CsvDoc, value: str) -> str:
     """Format one new field in the file's quoting style."""
-    needs = (
-        doc.quote_all
-        or any(ch in value for ch in (doc.delimiter, '"', "\r", "\n"))
-        or value != value.strip()
-    )
-    return '"' + value.replace('"', '""') + '"' if needs else value
+    if doc.quote_all or _needs_quotes(doc.delimiter).search(value):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+@functools.lru_cache(maxsize=8)
+def _needs_quotes(delimiter: str) -> re.Pattern[str]:
+    """Fields with the delimiter, a quote, a line break or edge whitespace get quoted."""
+    return re.compile(f'[{re.escape(delimiter)}"\\r\\n]|^\\s|\\s$')
 
 
 def patch(doc: CsvDoc, writes: dict[int, dict[int, str]]) -> str:
     """The file text with `writes` (1-based record number → column → text) applied."""
     records = list(doc.records)
+    delim = doc.delimiter
     empty = '""' if doc.quote_all else ""
     for number in sorted(writes):
+        row = writes[number]
+        if not row:
+            continue
         index = number - 1
         while index >= len(records):
             # A record past the end: make sure the previous one is terminated first.
@@ -208,15 +218,25 @@ def patch(doc: CsvDoc, writes: dict[int, dict[int, str]]) -> str:
                 records[-1] += doc.newline
             records.append(doc.newline)
         body, term = split_terminator(records[index])
-        raw = split_raw(body, doc.delimiter) if body else []
-        if index < len(doc.fields) and len(raw) != len(doc.fields[index]):
-            # Lenient-mode oddities (stray quotes): re-quote the parsed values instead.
-            raw = [quote(doc, v) for v in doc.fields[index]]
-        for col, value in sorted(writes[number].items()):
-            while len(raw) <= col:
-                raw.append(empty)
-            raw[col] = quote(doc, doc.fit(value))
-        records[index] = doc.delimiter.join(raw) + term
+        have = len(doc.fields[index]) if index < len(doc.fields) else 0
+        if min(row) >= have:
+            # Common case: only fields after the record's last one; keep the body as is.
+            extra = [
+                quote(doc, doc.fit(row[c])) if c in row else empty
+                for c in range(have, max(row) + 1)
+            ]
+            body = body + delim + delim.join(extra) if have else delim.join(extra)
+        else:
+            raw = split_raw(body, delim) if body else []
+            if len(raw) != have:
+                # Lenient-mode oddities (stray quotes): re-quote the parsed values instead.
+                raw = [quote(doc, v) for v in doc.fields[index]]
+            for col, value in sorted(row.items()):
+                while len(raw) <= col:
+                    raw.append(empty)
+                raw[col] = quote(doc, doc.fit(value))
+            body = delim.join(raw)
+        records[index] = body + term
     return "".join(records)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import click
 
 from batchgen import console, runner
 from batchgen.config import RunConfig, build_config
-from batchgen.errors import EXIT_CANNOT_START, EXIT_SIGINT, BatchgenError, ConfigError
+from batchgen.errors import EXIT_CANNOT_START, EXIT_SIGINT, EXIT_SIGTERM, BatchgenError, ConfigError
 from batchgen.models import DEFAULT_MODEL_ID
 
 _VERBOSE = {"on": False}
@@ -401,8 +402,14 @@ def demo(directory: Path, verbose: bool) -> None:
             raise exit_
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    # outside the worker pool (which handles signals itself) SIGTERM ends us with 143
+    raise SystemExit(EXIT_SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: maps batchgen's errors to one-line messages and exit codes."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="batchgen", standalone_mode=False)
     except click.exceptions.Exit as exc:

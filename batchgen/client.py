@@ -210,6 +210,8 @@ class ApiClient:
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 return await call()
+            except SubmitUncertainError:
+                raise  # a job may exist: repeating the submit could pay twice
             except ApiTransientError as exc:
                 if attempt >= self.retry.attempts:
                     raise

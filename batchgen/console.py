@@ -131,7 +131,8 @@ class RunReporter:
             self.spend += record.estimated_cost
         if new in ("failed", "unknown") and old != new:
             self._failure(record, new)
-        log.debug("row %s job %s: %s → %s", record.sheet_row, record.key[:8], old, new)
+        if old != new:
+            log.debug("row %s job %s: %s → %s", record.sheet_row, record.key[:8], old, new)
         if self._progress is not None:
             self._progress.update(self._task, completed=self._done(), description=self._describe())
         elif time.monotonic() - self._last_summary >= SUMMARY_EVERY:

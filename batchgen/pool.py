@@ -55,7 +55,8 @@ class EngineOptions:
     download_name: Callable[[JobRecord], str] | None = None
     checkpoint_every: float = 5.0
     submits_in_flight: int = 8
-    stop_grace: float = 8.0
+    stop_grace: float = 6.0  # after a signal: how long submits in flight may take
+    cancel_grace: float = 2.5  # then: how long --cancel-on-exit may take
 
 
 class LedgerWriter:
@@ -130,6 +131,8 @@ class Pool:
         self.balance_exhausted = False
         self.budget_blocked = 0
         self._in_flight = 0
+        self._submitting = 0
+        self._reached = False  # any answer from the API at all this run
         self._running = 0
         self._polls: TaskGroup | None = None
         self._dirty = True
@@ -222,26 +225,31 @@ class Pool:
         self._wake()
 
     async def _feed(self, submits: TaskGroup) -> None:
-        while self._pending and not self._stopping:
+        """Start submits while there is room; wait for refused ones that come back."""
+        while not self._stopping:
+            if not self._pending:
+                if self._submitting == 0:
+                    return
+                await self._changed.wait()
+                continue
             if self._in_flight >= self.limit.value:
                 await self._changed.wait()
                 continue
             key = self._pending.popleft()
             record = self.records[key]
             cost = record.estimated_cost or 0.0
-            if (
-                self.options.max_cost is not None
-                and self.spent + cost > self.options.max_cost + 1e-9
-            ):
+            cap = self.options.max_cost
+            if cap is not None and self.spent + cost > cap + 1e-9:
                 self.budget_blocked += 1
                 await self._set(
                     key,
                     error=f"not submitted: it would take the estimated spend past --max-cost "
-                    f"${self.options.max_cost:.2f}; rerun with a larger cap to continue",
+                    f"${cap:.2f}; rerun with a larger cap to continue",
                 )
                 continue
             await self._submit_slots.acquire()
             self._in_flight += 1
+            self._submitting += 1
             self.spent += cost
             submits.start_soon(self._submit, key)
 
@@ -275,6 +283,7 @@ class Pool:
             except ApiPermanentError as exc:
                 await self._set(key, durable=True, state="failed", error=str(exc))
                 return
+            self._reached = True
             state = _normalise_status(answer.status)
             await self._set(
                 key,
@@ -283,34 +292,36 @@ class Pool:
                 request_id=answer.request_id,
             )
             self.limit.succeeded()
-            keep_slot = True
-            assert self._polls is not None
-            self._polls.start_soon(self._poll, key)
+            if self._polls is not None and not self._poll_scope.cancel_called:
+                keep_slot = True
+                self._polls.start_soon(self._poll, key)
         finally:
+            self._submitting -= 1
             self._submit_slots.release()
             if not keep_slot:
                 self._release()
+            else:
+                self._wake()
 
     def _on_submit_refused(self, key: str, exc: BaseException) -> None:
         if isinstance(exc, AuthError):
             # stop at once, but let submits already sent hear their (401) answers
             self.fatal = exc
             self._poll_scope.cancel()
-            self._wake()
         elif isinstance(exc, BalanceError):
             if not self.balance_exhausted:
                 self._notice(
                     f"{exc}: submitting stopped; jobs already submitted are still followed"
                 )
             self.balance_exhausted = True
-        elif self.fatal is None:
-            # a 429 or an unreachable API: try this job again later in the run
+        elif isinstance(exc, ApiTransientError) and exc.status_code is None and not self._reached:
+            # never got through to the API at all: nothing can start
+            self.fatal = exc
+            self._poll_scope.cancel()
+        else:
+            # a 429 after retries: this job goes to the back of the line
             self._pending.append(key)
-            self._retry_refusals = getattr(self, "_retry_refusals", 0) + 1
-            if self._retry_refusals > 20 * max(1, self.options.concurrency) + 50:
-                self.fatal = exc
-                self._notice(f"giving up on submitting: {exc}")
-                self._submit_scope.cancel()
+        self._wake()
 
     async def _poll(self, key: str) -> None:
         record = self.records[key]
@@ -344,6 +355,7 @@ class Pool:
                 except ApiTransientError:
                     polls += 1
                     continue
+                self._reached = True
                 state = _normalise_status(status.status)
                 if state in FINAL_STATUSES:
                     if await self._finish(key, state, seen_at):
@@ -423,16 +435,23 @@ class Pool:
         await self._set(key, download_path=str(dest))
 
     async def _cancel_queued(self) -> None:
-        with anyio.move_on_after(self.options.stop_grace):
-            for key, record in list(self.records.items()):
-                if record.state != "in_queue" or not record.request_id:
-                    continue
+        """--cancel-on-exit: cancel what is still queued, a few at a time, within a deadline."""
+        limit = anyio.Semaphore(8)
+
+        async def cancel_one(key: str, request_id: str) -> None:
+            async with limit:
                 try:
-                    outcome = await self.client.cancel(record.request_id)
+                    outcome = await self.client.cancel(request_id)
                 except (ApiTransientError, ApiPermanentError):
-                    continue
-                if outcome == "cancelled":
-                    await self._set(key, state="cancelled", finished_at=time.time())
+                    return
+            if outcome == "cancelled":
+                await self._set(key, state="cancelled", finished_at=time.time())
+
+        with anyio.move_on_after(self.options.cancel_grace):
+            async with anyio.create_task_group() as tg:
+                for key, record in list(self.records.items()):
+                    if record.state == "in_queue" and record.request_id:
+                        tg.start_soon(cancel_one, key, record.request_id)
 
     async def _settle_unanswered(self) -> None:
         """Submits cut off by a deadline: their fate is unknown, and the ledger says so."""

@@ -212,7 +212,7 @@ def run_batch(
         ledger.release_lock(batch.scope, run_id=run_id)
         ledger.close()
     outcome = report.outcome(batch.plan, records)
-    if isinstance(pool.fatal, AuthError):
+    if pool.fatal is not None:
         raise pool.fatal
     stopped = None
     code = EXIT_OK if outcome.all_completed else EXIT_JOBS_FAILED

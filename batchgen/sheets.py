@@ -126,22 +126,23 @@ def _build(
     p: Path, grid: list[list[object]], empty_problem: str
 ) -> tuple[int, list[str], list[Row], int]:
     """Find the header (first non-blank row); return (header_row, headers, rows, width)."""
-    header_index = next((i for i, row in enumerate(grid) if _last_used(row)), None)
+    used = [_last_used(row) for row in grid]
+    header_index = next((i for i, n in enumerate(used) if n), None)
     if header_index is None:
         raise _fail(p, empty_problem)
-    body = [(i, row) for i, row in enumerate(grid[header_index + 1 :], header_index + 1)]
-    body = [(i, row) for i, row in body if _last_used(row)]
     # Width covers unlabeled data columns too, so appended output columns never land on data.
-    width = max(_last_used(row) for row in [grid[header_index], *(r for _, r in body)])
+    width = max(used[header_index:])
     header = list(grid[header_index][:width])
     header += [None] * (width - len(header))
     headers = ["" if v is None else str(v) for v in header]
     rows = []
-    for i, row in body:
-        values = row[:width]
-        if len(values) < width:
-            values = [*values, *([None] * (width - len(values)))]
-        rows.append(Row(number=i + 1, values=tuple(values)))
+    pad = (None,) * width
+    for i in range(header_index + 1, len(grid)):
+        if used[i]:
+            values = tuple(grid[i][:width])
+            if len(values) < width:
+                values += pad[len(values) :]
+            rows.append(Row(number=i + 1, values=values))
     return header_index + 1, headers, rows, width
 
 
@@ -230,7 +231,23 @@ def _read_grid(p: Path, data: bytes, sheet_name: str | None) -> tuple[str, list[
         raise
     except Exception as exc:  # calamine and pandas raise many types; none may escape
         raise _fail(p, f"is not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from exc
-    return name, [[_cell(v) for v in row] for row in frame.to_numpy(dtype=object).tolist()]
+    return name, [_convert_row(row) for row in frame.to_numpy(dtype=object).tolist()]
+
+
+def _convert_row(row: list[object]) -> list[object]:
+    """Cells as plain Python values with None for empty; inlined checks for speed."""
+    out: list[object] = []
+    for value in row:
+        kind = type(value)
+        if kind is str:
+            out.append(value or None)
+        elif kind is float:
+            out.append(None if value != value else value)  # NaN marks an empty cell
+        elif value is None or kind is int or kind is bool or kind is datetime:
+            out.append(value)
+        else:
+            out.append(_cell(value))
+    return out
 
 
 def _cell(value: object) -> object:
