@@ -209,6 +209,8 @@ class Pool:
                     if record.state in ("in_queue", "in_progress") and record.request_id:
                         self._in_flight += 1
                         polls.start_soon(self._poll, key)
+                    elif record.state == "completed" and self.options.download_dir is not None:
+                        polls.start_soon(self._download, key)
                 # keep the group open while submits may still add pollers
                 while not self._submits_done:
                     await self._changed.wait()
