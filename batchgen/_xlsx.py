@@ -499,11 +499,8 @@ def patch_sheet(
     header_row: int,
     header_style: str | None,
 ) -> tuple[str, bool]:
-    """Return the worksheet text with `writes` (row → column → text) applied.
-
-    New cells in the header row get `header_style`; the second result says whether a
-    formula cell was overwritten (then calcChain.xml must go).
-    """
+    """Apply `writes` (row → column → text); return (new text, a formula cell was overwritten)."""
+    # New header cells get header_style; an overwritten formula means calcChain.xml must go.
     text = sheet.text
     p = sheet.prefix
     out: list[str] = []

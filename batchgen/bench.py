@@ -98,10 +98,12 @@ class Machine:
     cpu: str
     cores: int
     python: str
+    load: float | None = None  # 1-minute load average when the benchmark started
 
     def line(self) -> str:
-        """`AMD EPYC, 2 cores, Python 3.11.7`."""
-        return f"{self.cpu}, {self.cores} cores, Python {self.python}"
+        """`AMD EPYC, 2 cores, Python 3.11.7, load 0.1 at start`."""
+        load = "" if self.load is None else f", load {self.load:.1f} at start"
+        return f"{self.cpu}, {self.cores} cores, Python {self.python}{load}"
 
 
 @dataclass
@@ -332,7 +334,8 @@ _CT = "application/vnd.openxmlformats-officedocument.spreadsheetml"
 _CONTENT_TYPES = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+    '<Default Extension="rels" '
+    'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
     '<Default Extension="xml" ContentType="application/xml"/>'
     f'<Override PartName="/xl/workbook.xml" ContentType="{_CT}.sheet.main+xml"/>'
     f'<Override PartName="/xl/worksheets/sheet1.xml" ContentType="{_CT}.worksheet+xml"/>'
@@ -618,7 +621,10 @@ def machine() -> Machine:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return Machine(cpu=cpu, cores=cores, python=platform.python_version())
+    load = None
+    with contextlib.suppress(OSError, AttributeError):
+        load = os.getloadavg()[0]
+    return Machine(cpu=cpu, cores=cores, python=platform.python_version(), load=load)
 
 
 def run_benchmark(
@@ -643,6 +649,7 @@ def run_benchmark(
         "instant_concurrency": INSTANT_CONCURRENCY,
         "rows": rows,
     }
+    host = machine()  # before the runs, so its load average tells what else was running
     own_dir = workdir is None
     work = Path(tempfile.mkdtemp(prefix="batchgen-bench-")) if workdir is None else workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -678,7 +685,7 @@ def run_benchmark(
     finally:
         if own_dir:
             shutil.rmtree(work, ignore_errors=True)
-    return BenchResult(settings, machine(), figures["batchgen"], figures.get("naive"))
+    return BenchResult(settings, host, figures["batchgen"], figures.get("naive"))
 
 
 def _size_stages(work: Path, rows: int, figures: dict[str, Figures]) -> None:

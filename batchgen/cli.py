@@ -146,7 +146,7 @@ def run(
     """
     _setup(verbose, quiet, log_file)
     config = _config(target, **flags)
-    _run_and_report(config, quiet=quiet, as_json=as_json)
+    sys.exit(_run_and_report(config, quiet=quiet, as_json=as_json).exit_code)
 
 
 def _run_and_report(
@@ -176,7 +176,7 @@ def _run_and_report(
             "notices": result.notices,
         }
         click.echo(json.dumps(summary, indent=2))
-    sys.exit(result.exit_code)
+    return result
 
 
 @cli.command()
@@ -193,7 +193,7 @@ def check(
     images: bool,
     **flags: Any,
 ) -> None:
-    """Validate SHEET_OR_JOBFILE and estimate its cost; submits nothing. Exit 0 if every row is valid."""
+    """Validate SHEET_OR_JOBFILE and estimate its cost; submits nothing. Exit 0 if all valid."""
     _setup(verbose, quiet, log_file)
     config = _config(target, **flags)
     checked = runner.check_batch(config, images=images)
@@ -298,10 +298,41 @@ def cancel(
     if result.not_cancellable:
         rows = ", ".join(str(r) for r in sorted(result.not_cancellable))
         click.echo(
-            f"{len(result.not_cancellable)} job(s) already running cannot be cancelled (the API cannot stop them); rows {rows}"
+            f"{len(result.not_cancellable)} job(s) already running cannot be cancelled "
+            f"(the API cannot stop them); rows {rows}"
         )
     for error in result.errors:
         click.echo(f"error: {error}", err=True)
+
+
+@cli.command(name="report")
+@_common
+@click.option(
+    "--output",
+    "-o",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the page (default: SHEET.report.html beside the sheet).",
+)
+def report_command(
+    target: str,
+    verbose: bool,
+    quiet: bool,
+    as_json: bool,
+    log_file: str | None,
+    report_path: Path | None,
+    **flags: Any,
+) -> None:
+    """Write one HTML page of every job: its video, prompt, parameters and status."""
+    _setup(verbose, quiet, log_file)
+    config = _config(target, **flags)
+    out = report_path or config.sheet.with_name(config.sheet.name + ".report.html")
+    written = runner.report_batch(config, out)
+    if as_json:
+        click.echo(json.dumps({"written_to": str(written)}, indent=2))
+    else:
+        click.echo(str(written))
 
 
 @cli.command()
@@ -394,12 +425,12 @@ def demo(directory: Path, verbose: bool) -> None:
         config = build_config(
             sheet, base_url=server.base_url, concurrency=8, download=directory / "videos"
         )
-        try:
-            _run_and_report(config, quiet=False, as_json=False, token="demo-token")
-        except SystemExit as exit_:
-            click.echo(f"demo sheet with results: {sheet.resolve()}")
-            click.echo(f"videos: {(directory / 'videos').resolve()}")
-            raise exit_
+        result = _run_and_report(config, quiet=False, as_json=False, token="demo-token")
+    page = runner.report_batch(config, directory / "report.html")
+    click.echo(f"demo sheet with results: {sheet.resolve()}")
+    click.echo(f"videos: {(directory / 'videos').resolve()}")
+    click.echo(f"open the report in a browser: {page.resolve().as_uri()}")
+    sys.exit(result.exit_code)
 
 
 def _terminate(signum: int, _frame: object) -> None:
@@ -431,7 +462,8 @@ def main(argv: list[str] | None = None) -> None:
         if _VERBOSE["on"]:
             traceback.print_exc()
         click.echo(
-            f"batchgen: internal error: {type(exc).__name__}: {exc} (rerun with --verbose for details)",
+            f"batchgen: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with --verbose for details)",
             err=True,
         )
         sys.exit(3)

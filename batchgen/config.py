@@ -108,8 +108,9 @@ def build_config(target: str | Path, **flags: Any) -> RunConfig:
 def _check(config: RunConfig) -> None:
     for name in ("output", "download"):
         value = getattr(config, name)
-        if value is not None and not isinstance(value, Path):
-            setattr(config, name, Path(value))
+        if value is not None:
+            # absolute, so paths recorded in the ledger work from any folder
+            setattr(config, name, Path(value).expanduser().resolve())
     if not isinstance(config.concurrency, int) or config.concurrency < 1:
         raise ConfigError(
             f"concurrency must be a whole number of at least 1, not {config.concurrency!r}"

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
-from importlib import resources
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -59,13 +58,14 @@ class _Card:
 
 
 def _template() -> str:
-    return (resources.files("batchgen") / "assets" / "report.html.tmpl").read_text(encoding="utf-8")
+    return (Path(__file__).parent / "assets" / "report.html.tmpl").read_text(encoding="utf-8")
 
 
 def _csp(template: str) -> str:
     """A policy that runs only the page's own script, so an escaping slip cannot run code."""
     match = _SCRIPT.search(template)
-    assert match is not None, "the report template has no <script>"
+    if match is None:  # a broken install, not a user error
+        raise RuntimeError("the report template has no <script>")
     digest = base64.b64encode(hashlib.sha256(match.group(1).encode("utf-8")).digest()).decode()
     return (
         "default-src 'none'; style-src 'unsafe-inline'; "

@@ -103,7 +103,7 @@ class LockInfo:
 
 
 def ledger_url(db: str | None, sheet: Path) -> str:
-    """`--db` as given (path or SQLAlchemy URL), else `BATCHGEN_DB`, else a file beside the sheet."""
+    """`--db` (a path or SQLAlchemy URL), else `BATCHGEN_DB`, else a file beside the sheet."""
     value = db or os.environ.get("BATCHGEN_DB")
     if not value:
         value = str(sheet.with_name(sheet.name + ".batchgen.db"))
@@ -268,7 +268,7 @@ class Ledger:
                 if self._is_live(holder):
                     raise SheetLockedError(
                         f"{scope} is already being run by process {holder.pid} on {holder.host} "
-                        f"(started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.started_at))})"
+                        f"(started {_local_time(holder.started_at)})"
                     )
                 with self._begin() as conn:
                     conn.execute(
@@ -322,6 +322,10 @@ class Ledger:
                     (locks_table.c.scope == scope) & (locks_table.c.run_id == run_id)
                 )
             )
+
+
+def _local_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

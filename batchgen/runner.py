@@ -1,4 +1,4 @@
-"""One batch from sheet to sheet: load, validate, reconcile with the ledger, run the pool, write back."""
+"""One batch, sheet to sheet: load, validate, reconcile with the ledger, run the pool, write."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from batchgen import report, sheets
+from batchgen import htmlreport, report, sheets
 from batchgen.client import ApiClient, RetryPolicy, token_from_env
 from batchgen.config import RunConfig
 from batchgen.errors import (
@@ -193,7 +193,8 @@ def run_batch(
         first = next(iter(batch.plan.invalid.values()))[0]
         count = len(batch.plan.invalid)
         raise SheetError(
-            f"{config.sheet.name}: {count} invalid row(s), --strict refuses the sheet; first: {first}"
+            f"{config.sheet.name}: {count} invalid row(s), --strict refuses the sheet; "
+            f"first: {first}"
         )
     token = token or token_from_env()
     ledger = open_ledger(config)
@@ -329,29 +330,29 @@ def cancel_batch(config: RunConfig) -> CancelReport:
 
 async def _cancel_all(config: RunConfig, token: str, targets: list[JobRecord]) -> CancelReport:
     result = CancelReport()
-    async with ApiClient(base_url=config.api_base_url, token=token, rate=config.rate) as client:
-        async with anyio.create_task_group() as tg:
-            limit = anyio.Semaphore(8)
+    client = ApiClient(base_url=config.api_base_url, token=token, rate=config.rate)
+    async with client, anyio.create_task_group() as tg:
+        limit = anyio.Semaphore(8)
 
-            async def one(record: JobRecord) -> None:
-                async with limit:
-                    try:
-                        outcome = await client.cancel(record.request_id or "")
-                    except AuthError as exc:
-                        result.auth_error = exc
-                        tg.cancel_scope.cancel()
-                        return
-                    except (ApiTransientError, ApiPermanentError) as exc:
-                        result.errors.append(f"row {record.sheet_row}: {exc}")
-                        return
-                if outcome == "cancelled":
-                    record.state = "cancelled"
-                    result.cancelled.append(record.sheet_row or 0)
-                else:
-                    result.not_cancellable.append(record.sheet_row or 0)
+        async def one(record: JobRecord) -> None:
+            async with limit:
+                try:
+                    outcome = await client.cancel(record.request_id or "")
+                except AuthError as exc:
+                    result.auth_error = exc
+                    tg.cancel_scope.cancel()
+                    return
+                except (ApiTransientError, ApiPermanentError) as exc:
+                    result.errors.append(f"row {record.sheet_row}: {exc}")
+                    return
+            if outcome == "cancelled":
+                record.state = "cancelled"
+                result.cancelled.append(record.sheet_row or 0)
+            else:
+                result.not_cancellable.append(record.sheet_row or 0)
 
-            for record in targets:
-                tg.start_soon(one, record)
+        for record in targets:
+            tg.start_soon(one, record)
     return result
 
 
@@ -384,3 +385,16 @@ def eta_seconds(outcome: report.Outcome, holder: LockInfo) -> float | None:
     if done == 0 or elapsed <= 0:
         return None
     return left * elapsed / done
+
+
+def report_batch(config: RunConfig, out: Path) -> Path:
+    """Write the sheet's HTML report (videos, prompts, statuses from the ledger) to `out`."""
+    batch = load_batch(config)
+    ledger = open_ledger(config)
+    try:
+        records = ledger.get_jobs([job.key for job in batch.plan.jobs])
+    finally:
+        ledger.close()
+    return htmlreport.render_report(
+        title=config.sheet.name, plan=batch.plan, records=records, out=out
+    )

@@ -181,6 +181,12 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table
         book = _xlsx.open_book(data)
     except _xlsx.XlsxError as exc:
         raise _fail(p, str(exc)) from exc
+    if sheet_name is None:
+        # The first worksheet, skipping chart sheets (pandas would pick those too).
+        first = next((s for s in book.sheets if s.rel_type == _xlsx.REL_WORKSHEET), None)
+        if first is None:
+            raise _fail(p, "has no worksheets")
+        sheet_name = first.name
     name, grid = _read_grid(p, data, sheet_name)
     ref = next((s for s in book.sheets if s.name == name), None)
     if ref is None or ref.part is None or ref.rel_type != _xlsx.REL_WORKSHEET:
@@ -207,26 +213,29 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table
     )
 
 
-def _read_grid(p: Path, data: bytes, sheet_name: str | None) -> tuple[str, list[list[object]]]:
+def _read_grid(p: Path, data: bytes, sheet_name: str) -> tuple[str, list[list[object]]]:
     """Cached cell values of one worksheet; grid[i] is sheet row i+1."""
     import pandas as pd  # deferred: pandas takes a noticeable time to import
 
     try:
         xl = pd.ExcelFile(io.BytesIO(data), engine="calamine")
         names = [str(n) for n in xl.sheet_names]
-        if sheet_name is None:
-            if not names:
-                raise _fail(p, "has no worksheets")
-            name = names[0]
-        else:
-            matches = [n for n in names if n == sheet_name] or [
-                n for n in names if n.casefold() == sheet_name.casefold()
-            ]
-            if not matches:
-                listed = ", ".join(repr(n) for n in names)
-                raise _fail(p, f"no worksheet named {sheet_name!r}; sheets: {listed}")
-            name = matches[0]
-        frame = pd.read_excel(xl, sheet_name=name, header=None, dtype=object)
+        matches = [n for n in names if n == sheet_name] or [
+            n for n in names if n.casefold() == sheet_name.casefold()
+        ]
+        if not matches:
+            listed = ", ".join(repr(n) for n in names)
+            raise _fail(p, f"no worksheet named {sheet_name!r}; sheets: {listed}")
+        name = matches[0]
+        # No NA guessing: a cell reading "NULL" or "NA" is text, not an empty cell.
+        frame = pd.read_excel(
+            xl,
+            sheet_name=name,
+            header=None,
+            dtype=object,
+            keep_default_na=False,
+            na_filter=False,
+        )
     except SheetError:
         raise
     except Exception as exc:  # calamine and pandas raise many types; none may escape
@@ -282,8 +291,12 @@ def write_back(
 ) -> Path:
     """Write output cells into the sheet (in place, or to `output`) atomically; return that path."""
     target = Path(output) if output is not None else table.path
-    if _kind_of(target) != table.kind:
-        raise _fail(target, f"cannot write a {table.kind} sheet to a {target.suffix} file")
+    kind = _kind_of(target)
+    if kind != table.kind or (
+        kind == "xlsx" and target.suffix.lower() != table.path.suffix.lower()
+    ):
+        # An .xlsx package renamed .xlsm (or the reverse) will not open in Excel.
+        raise _fail(target, f"cannot write a {table.path.suffix} sheet to a {target.suffix} file")
     writes = _plan_writes(table, cells)
     if table.kind == "csv":
         doc = table._csv

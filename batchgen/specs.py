@@ -77,7 +77,7 @@ def map_columns(
     columns: Mapping[str, str] | None = None,
     sheet_name: str = "sheet",
 ) -> dict[str, int]:
-    """Map model fields (and `takes`/`job_id`) to column indexes; two columns for one field is an error."""
+    """Map model fields (and `takes`/`job_id`) to column indexes; two for one field is an error."""
     aliases = {_norm(header): name for name, header in (columns or {}).items()}
     wanted = set(model.fields) | {TAKES_COLUMN, JOB_ID_COLUMN}
     found: dict[str, int] = {}

@@ -6,9 +6,9 @@ import json
 import random
 import signal
 import time
-from datetime import datetime
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -117,9 +117,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_pays_once(tmp_path: Path) -
             before = len(sim.submissions())
             if before >= 40:
                 break
-            target = before + rng.randint(1, 8)
+            target = min(before + rng.randint(1, 8), 40)
             proc = start_cli(["run", sheet, "--db", db, "--concurrency", "10"], server)
-            wait_until(lambda: len(sim.submissions()) >= min(target, 40) or proc.poll() is not None)
+            wait_until(lambda p=proc, t=target: len(sim.submissions()) >= t or p.poll() is not None)
             time.sleep(rng.uniform(0, 0.05))  # a random instant, not synchronisation
             killed_at = time.time()
             proc.kill()

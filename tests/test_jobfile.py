@@ -98,12 +98,9 @@ def test_cron_output_for_hundreds_of_jobs_stays_short(tmp_path: Path) -> None:
     assert result.returncode == 1
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert len(lines) <= 40, "\n".join(lines)
-    failed = [r for r in read_csv(sheet) if r["status"] == "failed"]
-    assert (
-        failed
-        and f"failed rows: {', '.join(str(i + 2) for i, r in enumerate(read_csv(sheet)) if r['status'] == 'failed')}"
-        in result.stdout
-    )
+    failed_rows = [i + 2 for i, r in enumerate(read_csv(sheet)) if r["status"] == "failed"]
+    assert failed_rows
+    assert f"failed rows: {', '.join(map(str, failed_rows))}" in result.stdout
 
 
 def test_json_summary_on_stdout(tmp_path: Path, sim: SimulatorServer) -> None:
@@ -148,7 +145,7 @@ def test_cancel_stops_queued_jobs_and_the_running_run_writes_it(tmp_path: Path) 
         assert cancelled.returncode == 0, cancelled.stderr
         assert "cancelled 4 queued job(s)" in cancelled.stdout
         assert "2 job(s) already running cannot be cancelled" in cancelled.stdout
-        out, err = run.communicate(timeout=60)
+        _, err = run.communicate(timeout=60)
         assert run.returncode == 1, err
         assert Counter(r["status"] for r in read_csv(sheet)) == Counter(
             {"cancelled": 4, "completed": 2}

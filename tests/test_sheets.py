@@ -9,6 +9,7 @@ import re
 import stat
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import openpyxl
@@ -21,6 +22,7 @@ from batchgen.sheets import (
     OUTPUT_COLUMNS,
     RESULTS_SHEET,
     Results,
+    Table,
     load_sheet,
     results_path,
     write_back,
@@ -52,7 +54,7 @@ def sheet_part(path: Path, part: str = "xl/worksheets/sheet1.xml") -> str:
         return zf.read(part).decode("utf-8")
 
 
-def rewrite_part(path: Path, part: str, edit) -> None:
+def rewrite_part(path: Path, part: str, edit: Callable[[str], str]) -> None:
     """Apply `edit` (str → str) to one part of an .xlsx, copying the rest."""
     with zipfile.ZipFile(path) as zf:
         entries = [(info, zf.read(info)) for info in zf.infolist()]
@@ -142,12 +144,12 @@ def raw_xlsx(
             zf.writestr(name, files[name])
 
 
-def values_of(table) -> dict[int, tuple]:
+def values_of(table: Table) -> dict[int, tuple[object, ...]]:
     """Row number → values, for compact assertions."""
     return {row.number: row.values for row in table.rows}
 
 
-def col_of(table, name: str) -> int:
+def col_of(table: Table, name: str) -> int:
     """Index of an output column in the (reloaded) headers, case/space-insensitive."""
     return [h.strip().lower() for h in table.headers].index(name)
 
@@ -325,6 +327,34 @@ def test_csv_output_leaves_input_untouched(tmp_path: Path) -> None:
     assert not (tmp_path / "ads.results.csv").exists()
     assert out.read_bytes() == b"prompt,request_id,status,video_url,error\na,,ok\n"
     assert (out.parent / "done.results.csv").read_bytes() == b"a\nb\n"
+
+
+def test_csv_old_mac_line_endings_and_utf16(tmp_path: Path) -> None:
+    mac = tmp_path / "mac.csv"
+    mac.write_bytes(b'prompt,n\r"a\rb",1\rc,2\r')
+    table = load_sheet(mac)
+    assert values_of(table) == {2: ("a\rb", "1"), 3: ("c", "2")}
+    write_back(table, {3: {"status": "ok"}})
+    assert mac.read_bytes() == b'prompt,n,request_id,status,video_url,error\r"a\rb",1\rc,2,,ok\r'
+    # Excel's "Unicode Text": UTF-16LE with a BOM, tab-delimited.
+    u16 = tmp_path / "u16.csv"
+    u16.write_bytes(codecs.BOM_UTF16_LE + "prompt\tn\r\nкот\t1\r\n".encode("utf-16-le"))
+    table = load_sheet(u16)
+    assert values_of(table) == {2: ("кот", "1")}
+    write_back(table, {2: {"error": "🎬"}})
+    assert u16.read_bytes() == codecs.BOM_UTF16_LE + (
+        "prompt\tn\trequest_id\tstatus\tvideo_url\terror\r\nкот\t1\t\t\t\t🎬\r\n"
+    ).encode("utf-16-le")
+
+
+def test_text_that_looks_like_na_stays_text(tmp_path: Path) -> None:
+    words = ["NULL", "NA", "nan", "None", "N/A", "null", "#N/A N/A"]
+    xlsx = tmp_path / "na.xlsx"
+    make_xlsx(xlsx, [["prompt"], *[[w] for w in words]])
+    assert [r.values[0] for r in load_sheet(xlsx).rows] == words
+    path = tmp_path / "na.csv"
+    path.write_text("prompt\n" + "\n".join(words) + "\n", encoding="utf-8")
+    assert [r.values[0] for r in load_sheet(path).rows] == words
 
 
 def test_csv_repeated_writes_derive_from_loaded_content(tmp_path: Path) -> None:
@@ -720,7 +750,7 @@ def test_write_errors_leave_input_untouched(tmp_path: Path) -> None:
     table = load_sheet(path)
     with pytest.raises(SheetError, match="cannot be written"):
         write_back(table, {2: {"status": "ok"}}, output=tmp_path / "missing" / "out.csv")
-    with pytest.raises(SheetError, match=r"cannot write a csv sheet to a \.xlsx file"):
+    with pytest.raises(SheetError, match=r"cannot write a \.csv sheet to a \.xlsx file"):
         write_back(table, {2: {"status": "ok"}}, output=tmp_path / "out.xlsx")
     assert path.read_bytes() == b"prompt\nx\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ads.csv"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from batchgen.errors import ConfigError
 
 DEFAULT_MODEL_ID = "bytedance/seedance-v1.5-pro/image-to-video"
+# beside this file; importlib.resources trips over the editable install's package mapping
+_HERE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def _parse(data: dict[str, Any]) -> ModelSpec:
 @cache
 def get_model(model_id: str = DEFAULT_MODEL_ID) -> ModelSpec:
     """Load the model spec for ``model_id`` from its data file."""
-    path = resources.files(__name__) / _file_name(model_id)
+    path = _HERE / _file_name(model_id)
     if not path.is_file():
         known = ", ".join(available_models())
         raise ConfigError(f"unknown model '{model_id}' (known: {known})")
@@ -103,5 +105,5 @@ def get_model(model_id: str = DEFAULT_MODEL_ID) -> ModelSpec:
 
 def available_models() -> list[str]:
     """Model ids that have a data file."""
-    names = [p.name for p in resources.files(__name__).iterdir() if p.name.endswith(".json")]
+    names = [p.name for p in _HERE.iterdir() if p.name.endswith(".json")]
     return sorted(n[: -len(".json")].replace("__", "/") for n in names)

@@ -1,0 +1,85 @@
+"""The benchmark in miniature: every figure is measured and sane (no timing thresholds)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from batchgen import bench
+from batchgen._naive import load_sheet, run_naive
+from batchgen.simulator import Simulator, SimulatorServer
+from tests.conftest import TOKEN, fast_config, read_csv
+
+# Smaller than bench.QUICK_SIZES: the naive runner polls every 2 s and commits every change.
+SMALL = {
+    "jobs": 8,
+    "capacity": 4,
+    "min_duration": 0.05,
+    "max_duration": 0.15,
+    "instant_jobs": 40,
+    "rows": 2000,
+}
+
+
+def _sane(value: float | None, *, low: float = 0.0, high: float = math.inf) -> bool:
+    return value is not None and math.isfinite(value) and low < value < high
+
+
+def test_the_small_benchmark_fills_every_figure_for_both_runners(tmp_path: Path) -> None:
+    result = bench.run_benchmark(**SMALL, workdir=tmp_path)
+
+    for who, figures in (("batchgen", result.batchgen), ("naive", result.naive)):
+        assert figures is not None, who
+        assert figures.completed == {"sched": SMALL["jobs"], "instant": SMALL["instant_jobs"]}
+        assert _sane(figures.efficiency, high=1.5), (who, figures)
+        assert _sane(figures.sched_ideal_s) and _sane(figures.sched_wall_s), (who, figures)
+        assert _sane(figures.calls_per_job, low=2.99, high=50), (who, figures)
+        assert _sane(figures.instant_jobs_per_s), (who, figures)
+        assert _sane(figures.instant_calls_per_job, low=2.99, high=50), (who, figures)
+        for name in ("load_s", "write_s", "resume_s", "csv_load_s", "csv_write_s"):
+            assert _sane(getattr(figures, name), high=600), (who, name, figures)
+        assert _sane(figures.peak_rss_mb, low=5, high=64_000), (who, figures)
+    assert result.machine.cores >= 1 and result.machine.cpu and result.machine.python
+
+    text = bench.table_text(result, width=140)
+    for label, *_ in bench._ROWS:
+        line = next((ln for ln in text.splitlines() if label.strip() in ln), None)
+        assert line is not None, label
+        assert "—" not in line, line  # both runners have every figure
+    assert result.machine.cpu in text and f"{result.machine.cores} cores" in text
+
+
+def test_the_ideal_packs_durations_fifo_onto_the_slots() -> None:
+    assert bench.packed_makespan([1.0, 1.0, 1.0, 1.0], 2) == 2.0
+    assert bench.packed_makespan([3.0, 1.0, 1.0, 1.0], 2) == 3.0
+    assert bench.packed_makespan([], 4) == 0.0
+
+
+def test_the_generated_xlsx_loads_as_a_valid_sheet(tmp_path: Path) -> None:
+    from batchgen.config import build_config
+    from batchgen.runner import load_batch
+
+    sheet = bench.write_xlsx_sheet(tmp_path / "ads.xlsx", 50)
+
+    batch = load_batch(build_config(sheet))
+
+    assert len(batch.plan.jobs) == 50 and not batch.plan.invalid
+    assert batch.table.headers[:2] == ["prompt", "first_frame_image_url"]
+
+
+def test_the_naive_runner_completes_a_sheet_and_a_rerun_submits_nothing(tmp_path: Path) -> None:
+    sheet = bench.write_csv_sheet(tmp_path / "ads.csv", 6)
+    db = tmp_path / "naive.db"
+    with SimulatorServer(Simulator(fast_config())) as server:
+        first = run_naive(sheet, base_url=server.base_url, token=TOKEN, db=db, poll=0.1)
+        again = run_naive(sheet, base_url=server.base_url, token=TOKEN, db=db, poll=0.1)
+        submitted = {s.request_id for s in server.simulator.submissions()}
+
+    assert first.counts == {"completed": 6} and first.calls["submit"] == 6
+    assert again.counts == {"completed": 6} and again.calls["submit"] == 0
+    rows = read_csv(sheet)
+    assert [r["owner"] for r in rows] == [f"team {i % 37}" for i in range(6)]
+    assert {r["status"] for r in rows} == {"completed"}
+    assert {r["request_id"] for r in rows} == submitted
+    assert all(r["video_url"].endswith(".mp4") for r in rows)
+    assert len(load_sheet(sheet).jobs) == 6  # its own output columns are not inputs
