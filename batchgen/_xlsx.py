@@ -13,6 +13,7 @@ import math
 import posixpath
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
@@ -42,6 +43,8 @@ _X_ESCAPE_RE = re.compile(r"_(x[0-9A-Fa-f]{4}_)")
 
 
 _ATTR_RES: dict[str, re.Pattern[str]] = {}
+# What a damaged archive entry raises while being read.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError)
 
 
 class XlsxError(Exception):
@@ -205,7 +208,7 @@ def open_book(data: bytes) -> Book:
             rels = _parse_rels(rels_xml)
         except KeyError as exc:
             raise XlsxError(f"is not a valid .xlsx workbook (missing {exc.args[0]})") from exc
-        except (ElementTree.ParseError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (ElementTree.ParseError, *_ZIP_ERRORS) as exc:
             raise XlsxError(f"is not a valid .xlsx workbook ({exc})") from exc
     if "purl.oclc.org/ooxml" in workbook_xml:
         raise XlsxError("is saved as Strict Open XML; save it as a normal Excel Workbook (.xlsx)")
@@ -244,7 +247,7 @@ def read_part(book: Book, part: str) -> str:
     with zipfile.ZipFile(io.BytesIO(book.data)) as zf:
         try:
             return _read_text(zf, part)
-        except (KeyError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (KeyError, *_ZIP_ERRORS) as exc:
             raise XlsxError(f"cannot patch: cannot read {part} ({exc})") from exc
 
 
@@ -703,7 +706,7 @@ def repackage(
             if new_part is not None and results_xml is not None:
                 info = _copy_info(zipfile.ZipInfo(new_part))
                 dst.writestr(info, results_xml, compresslevel=_level(results_xml))
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         raise XlsxError(f"cannot patch: {exc}") from exc
     return buf.getvalue()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -125,13 +124,12 @@ def _last_used(values: list[object]) -> int:
 def _build(
     p: Path, grid: list[list[object]], empty_problem: str
 ) -> tuple[int, list[str], list[Row], int]:
-    """Find the header (first non-blank row); return (header_row, headers, rows, width)."""
+    """Find the header (first non-blank row); return (header_row, headers, rows, append_at)."""
     used = [_last_used(row) for row in grid]
     header_index = next((i for i, n in enumerate(used) if n), None)
     if header_index is None:
         raise _fail(p, empty_problem)
-    # Width covers unlabeled data columns too, so appended output columns never land on data.
-    width = max(used[header_index:])
+    width = max(used[header_index:])  # unlabeled data columns count too
     header = list(grid[header_index][:width])
     header += [None] * (width - len(header))
     headers = ["" if v is None else str(v) for v in header]
@@ -143,7 +141,17 @@ def _build(
             if len(values) < width:
                 values += pad[len(values) :]
             rows.append(Row(number=i + 1, values=values))
-    return header_index + 1, headers, rows, width
+    # Output columns go after every cell holding anything, even whitespace, so none is lost.
+    present = max((_last_present(row) for row in grid[header_index:]), default=0)
+    return header_index + 1, headers, rows, max(width, present)
+
+
+def _last_present(values: list[object]) -> int:
+    """1 + index of the last cell that is not empty (whitespace counts)."""
+    for i in range(len(values) - 1, -1, -1):
+        if values[i] is not None:
+            return i + 1
+    return 0
 
 
 def _load_csv(p: Path, data: bytes, mode: int) -> Table:
@@ -157,7 +165,7 @@ def _load_csv(p: Path, data: bytes, mode: int) -> Table:
     except _csvfile.CsvError as exc:
         raise _fail(p, str(exc)) from exc
     grid: list[list[object]] = [[v if v != "" else None for v in rec] for rec in doc.fields]
-    header_row, headers, rows, width = _build(p, grid, "is empty (no non-blank row)")
+    header_row, headers, rows, append_at = _build(p, grid, "is empty (no non-blank row)")
     return Table(
         path=p,
         kind="csv",
@@ -167,7 +175,7 @@ def _load_csv(p: Path, data: bytes, mode: int) -> Table:
         rows=rows,
         _mode=mode,
         _csv=doc,
-        _append_at=width,
+        _append_at=append_at,
     )
 
 
@@ -195,7 +203,7 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table
         sheet = _xlsx.parse_sheet(_xlsx.read_part(book, ref.part))
     except _xlsx.XlsxError as exc:
         raise _fail(p, str(exc)) from exc
-    header_row, headers, rows, width = _build(p, grid, f"sheet {name!r} has no non-blank row")
+    header_row, headers, rows, append_at = _build(p, grid, f"sheet {name!r} has no non-blank row")
     # Never append into a merged block that covers the header row.
     merged_end = [c2 + 1 for r1, _, r2, c2 in sheet.merges if r1 <= header_row <= r2]
     return Table(
@@ -209,7 +217,7 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table
         _book=book,
         _sheet_part=ref.part,
         _sheet=sheet,
-        _append_at=max([width, *merged_end]),
+        _append_at=max([append_at, *merged_end]),
     )
 
 
@@ -260,23 +268,14 @@ def _convert_row(row: list[object]) -> list[object]:
 
 
 def _cell(value: object) -> object:
-    """A pandas cell as a plain Python value; None for empty."""
-    kind = type(value)
-    if kind is str:
-        return value if value else None
-    if kind is float:
-        return None if math.isnan(value) else value  # type: ignore[arg-type]
-    if value is None or kind is int or kind is bool:
-        return value
+    """An unusual pandas cell (Timestamp, numpy scalar, NaT) as a plain Python value."""
     if isinstance(value, datetime):
         to_py = getattr(value, "to_pydatetime", None)  # pandas Timestamp → datetime
-        return to_py() if to_py is not None else value
-    item = getattr(value, "item", None)  # numpy scalars → Python scalars
-    if item is not None:
-        return item()
-    if str(value) in ("NaT", "<NA>"):
+        return to_py() if callable(to_py) else value
+    if str(value) in ("NaT", "<NA>", "nan"):
         return None
-    return value
+    item = getattr(value, "item", None)  # numpy scalars → Python scalars
+    return item() if callable(item) else value
 
 
 # --------------------------------------------------------------------------- writing

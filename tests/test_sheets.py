@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import os
+import random
 import re
 import stat
 import warnings
@@ -276,6 +277,15 @@ def test_csv_unlabeled_data_column_is_not_overwritten(tmp_path: Path) -> None:
     assert table.headers == ["prompt", ""]
     write_back(table, {2: {"request_id": "r"}})
     assert path.read_bytes() == b"prompt,,request_id,status,video_url,error\na,extra,r\n"
+
+
+def test_whitespace_only_cells_past_the_header_are_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "ads.csv"
+    path.write_bytes(b"prompt\na, \n")
+    table = load_sheet(path)
+    assert table.headers == ["prompt"] and table.rows[0].values == ("a",)
+    write_back(table, {2: {"request_id": "r"}})
+    assert path.read_bytes() == b"prompt,,request_id,status,video_url,error\na, ,r\n"
 
 
 def test_csv_output_columns_are_reused_ignoring_case_and_spaces(tmp_path: Path) -> None:
@@ -668,20 +678,22 @@ def _zip_without_workbook(path: Path) -> None:
         zf.writestr("hello.txt", "hi")
 
 
+LOAD_ERRORS = [
+    ("empty.csv", b"", "is empty"),
+    ("blank.csv", b"\n , \n\n", "is empty"),
+    ("empty.xlsx", b"", "is empty"),
+    ("image.xlsx", _png(), "not a valid .xlsx"),
+    ("random.xlsx", random.Random(7).randbytes(64), "not a valid .xlsx"),
+    ("image.csv", _png(), "not a text CSV"),
+    ("locked.xlsx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600, "password-protected"),
+    ("ads.txt", b"prompt\nx\n", "unsupported file type '.txt'"),
+    ("old.xls", b"\xd0\xcf\x11\xe0", "old .xls"),
+    ("workbook.csv", b"PK\x03\x04rest", "rename it to .xlsx"),
+]
+
+
 @pytest.mark.parametrize(
-    ("name", "content", "message"),
-    [
-        ("empty.csv", b"", "is empty"),
-        ("blank.csv", b"\n , \n\n", "is empty"),
-        ("empty.xlsx", b"", "is empty"),
-        ("image.xlsx", _png(), "not a valid .xlsx"),
-        ("random.xlsx", os.urandom(64) + b"x", "not a valid .xlsx"),
-        ("image.csv", _png(), "not a text CSV"),
-        ("locked.xlsx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600, "password-protected"),
-        ("ads.txt", b"prompt\nx\n", "unsupported file type '.txt'"),
-        ("old.xls", b"\xd0\xcf\x11\xe0", "old .xls"),
-        ("workbook.csv", b"PK\x03\x04rest", "rename it to .xlsx"),
-    ],
+    ("name", "content", "message"), [pytest.param(*case, id=case[0]) for case in LOAD_ERRORS]
 )
 def test_load_errors_are_one_line_sheet_errors(
     tmp_path: Path, name: str, content: bytes, message: str
