@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -66,6 +67,15 @@ class JobStatus:
     video_url: str | None = None
     error: str | None = None
     cost: float | None = None
+    created_at: float | None = None  # the server's clock, epoch seconds
+    finished_at: float | None = None
+
+    @property
+    def server_turnaround(self) -> float | None:
+        """Submit → finish by the server's own clock, when it says both."""
+        if self.created_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.created_at
 
 
 class RateLimiter:
@@ -335,7 +345,24 @@ def _job_status(data: Any) -> JobStatus:
         video_url=str(video) if video else None,
         error=error,
         cost=float(cost) if isinstance(cost, int | float) else None,
+        created_at=_epoch(data.get("created_at")),
+        finished_at=_epoch(data.get("finished_at")),
     )
+
+
+def _epoch(value: Any) -> float | None:
+    """An ISO-8601 time or epoch number as epoch seconds; None if absent or unreadable."""
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
 
 
 __all__ = [

@@ -1,67 +1,93 @@
-"""When to poll and how many jobs to keep in flight: adaptive to what the provider shows."""
+"""When to look at a job next and how many to keep in flight: learned from what the API shows.
+
+A job's first check is placed where most jobs like it have finished (a quantile of recent
+turnarounds, submit → finish); later checks walk up that distribution. Queue positions and
+the observed completion rate place checks for jobs that are still waiting. Nothing is a
+fixed interval, so the same clock serves one-second test jobs and two-minute real ones.
+"""
 
 from __future__ import annotations
 
 import time
 from bisect import insort
+from collections import deque
 from dataclasses import dataclass, field
 
 MIN_DELAY = 0.1
 MAX_DELAY = 30.0
-_WINDOW = 200  # durations remembered
+_WINDOW = 120  # turnarounds remembered: recent enough to follow a change of load
+_LEARNED = 5  # samples before the distribution is trusted
+# Quantiles of the turnaround at which a job is checked, in steady state and while draining
+# (nothing left to submit: then every late detection adds to the run's wall time).
+STEADY_STEPS = (0.5, 0.85, 1.0)
+DRAIN_STEPS = (0.35, 0.55, 0.7, 0.82, 0.91, 0.97, 1.0)
 
 
 @dataclass
 class PollClock:
-    """Learns job durations and provider capacity, and says when to look at a job next."""
+    """Learns turnarounds and the completion rate, and says when to check a job next."""
 
-    durations: list[float] = field(default_factory=list)
-    _recent: list[float] = field(default_factory=list)
-    running_peak: int = 0
+    draining: bool = False
+    _recent: deque[float] = field(default_factory=deque)
+    _sorted: list[float] = field(default_factory=list)
+    _finishes: deque[float] = field(default_factory=lambda: deque(maxlen=60))
 
-    def observe_duration(self, seconds: float) -> None:
-        """Record how long a finished job ran (first seen running → seen done)."""
-        seconds = max(seconds, 0.0)
-        self._recent.append(seconds)
-        insort(self.durations, seconds)
+    def observe(self, turnaround: float) -> None:
+        """Record a finished job's time from submit to finish, and the finish itself."""
+        turnaround = max(turnaround, 0.0)
+        self._recent.append(turnaround)
+        insort(self._sorted, turnaround)
         if len(self._recent) > _WINDOW:
-            old = self._recent.pop(0)
-            self.durations.remove(old)
+            self._sorted.remove(self._recent.popleft())
+        self._finishes.append(time.monotonic())
 
-    def observe_running(self, count: int) -> None:
-        """Record how many of our jobs the provider runs at once."""
-        self.running_peak = max(self.running_peak, count)
+    @property
+    def learned(self) -> bool:
+        """True once enough jobs finished to trust the distribution."""
+        return len(self._sorted) >= _LEARNED
 
-    def quantile(self, q: float) -> float | None:
-        """The q-quantile of observed durations, or None before any were seen."""
-        if not self.durations:
+    def quantile(self, q: float) -> float:
+        """The q-quantile of recent turnarounds (0 before any were seen)."""
+        if not self._sorted:
+            return 0.0
+        index = min(len(self._sorted) - 1, max(0, round(q * (len(self._sorted) - 1))))
+        return self._sorted[index]
+
+    def completion_rate(self) -> float | None:
+        """Jobs finished per second recently, or None before two finishes."""
+        if len(self._finishes) < 2:
             return None
-        index = min(len(self.durations) - 1, max(0, int(q * len(self.durations))))
-        return self.durations[index]
+        span = self._finishes[-1] - self._finishes[0]
+        return (len(self._finishes) - 1) / span if span > 0 else None
 
     def next_delay(
-        self, *, state: str, polls: int, elapsed: float, queue_position: int | None = None
+        self, *, state: str, age: float, checks: int, queue_position: int | None = None
     ) -> float:
-        """Seconds until the next status call for a job in `state`.
+        """Seconds until the next check of a job `age` seconds after its submit.
 
-        `elapsed` is time since the job was seen running (or since submit while queued),
-        `polls` how many status calls it has had without a change of state.
+        `checks` is how many times this job was looked at already; `state` and
+        `queue_position` are what the last look showed.
         """
-        median = self.quantile(0.5)
-        if median is None:
+        if not self.learned:
             # nothing learned yet: a gentle exponential from the floor
-            return _clamp(0.25 * 1.6**polls)
-        if state == "in_queue":
-            slots = max(self.running_peak, 1)
-            ahead = (queue_position if queue_position is not None else slots) + 1
-            wait = ahead / slots * median
-            return _clamp(max(wait * 0.8, median * 0.25) * 1.3**polls)
-        low, high = self.quantile(0.1) or median, self.quantile(0.9) or median
-        if elapsed < low:
-            return _clamp(low - elapsed + 0.02)
-        spread = max(high - low, median * 0.1)
-        # past the usual finish: look again in steps that grow if the job keeps running
-        return _clamp(spread * 0.2 * 1.5**polls)
+            return _clamp(0.25 * 2.0**checks)
+        rate = self.completion_rate()
+        if state == "in_queue" and queue_position is not None and checks > 0 and rate:
+            # still waiting: it starts after the jobs ahead of it, then runs at least briefly
+            return _clamp((queue_position + 1) / rate + self.quantile(0.05) * 0.5)
+        steps = DRAIN_STEPS if self.draining else STEADY_STEPS
+        spread = max(self.quantile(0.9) - self.quantile(0.1), self.quantile(0.5) * 0.2)
+        # checks closer together than this learn little and cost a call each
+        gap = MIN_DELAY if self.draining else max(MIN_DELAY, spread * 0.12)
+        for q in steps[min(checks, len(steps) - 1) :]:
+            target = self.quantile(q) - age
+            if target >= gap:
+                return _clamp(target)
+        # older than anything seen lately (early in a run the first finishers are the short
+        # jobs): steps that grow with its age, finer while draining, when lateness is costly
+        if self.draining:
+            return _clamp(max(MIN_DELAY, spread * 0.1))
+        return _clamp(max(gap, spread * 0.25, age * 0.5))
 
 
 def _clamp(seconds: float) -> float:

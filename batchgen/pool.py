@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from collections import deque
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from batchgen.client import FINAL_STATUSES, ApiClient
+from batchgen.client import FINAL_STATUSES, ApiClient, JobStatus
 from batchgen.errors import (
     ApiPermanentError,
     ApiTransientError,
@@ -25,6 +26,7 @@ from batchgen.errors import (
 from batchgen.ledger import JobRecord, Ledger
 from batchgen.pacing import InFlightLimit, PollClock
 
+log = logging.getLogger("batchgen")
 IN_FLIGHT = frozenset({"submitting", "in_queue", "in_progress"})
 _QUEUED_ALIASES = {"pending", "queued", "starting", "in_queue"}
 _UNKNOWN_HINT = (
@@ -133,7 +135,7 @@ class Pool:
         self._in_flight = 0
         self._submitting = 0
         self._reached = False  # any answer from the API at all this run
-        self._running = 0
+        self._poll_results = True  # check jobs with the result call (see _look)
         self._polls: TaskGroup | None = None
         self._dirty = True
         self.notices: list[str] = []
@@ -158,11 +160,6 @@ class Pool:
         await self.writer.write(key, values, durable=durable)
         self._dirty = True
         if record.state != previous:
-            if previous == "in_progress":
-                self._running -= 1
-            if record.state == "in_progress":
-                self._running += 1
-                self.clock.observe_running(self._running)
             self.events.job_changed(record, previous)
         return record
 
@@ -229,6 +226,7 @@ class Pool:
     async def _feed(self, submits: TaskGroup) -> None:
         """Start submits while there is room; wait for refused ones that come back."""
         while not self._stopping:
+            self.clock.draining = not self._pending
             if not self._pending:
                 if self._submitting == 0:
                     return
@@ -327,15 +325,16 @@ class Pool:
 
     async def _poll(self, key: str) -> None:
         record = self.records[key]
-        polls = 0
-        seen_at = time.monotonic()
+        checks = 0
+        # monotonic time of the submit, also for jobs resumed from an earlier run
+        submitted = time.monotonic() - max(0.0, time.time() - (record.submitted_at or time.time()))
+        last_look = submitted
         try:
             while True:
-                started = record.started_at or record.submitted_at or time.time()
                 delay = self.clock.next_delay(
                     state=record.state,
-                    polls=polls,
-                    elapsed=time.time() - started,
+                    age=time.monotonic() - submitted,
+                    checks=checks,
                     queue_position=record.queue_position,
                 )
                 await anyio.sleep(delay)
@@ -346,8 +345,9 @@ class Pool:
                         f"(request {record.request_id}); a rerun keeps following it",
                     )
                     return
+                checks += 1
                 try:
-                    status = await self.client.status(record.request_id or "")
+                    answer, is_result = await self._look(record.request_id or "")
                 except NotFoundError as exc:
                     await self._set(key, state="failed", error=str(exc), finished_at=time.time())
                     return
@@ -355,50 +355,61 @@ class Pool:
                     self._on_submit_refused(key, exc)
                     return
                 except ApiTransientError:
-                    polls += 1
                     continue
                 self._reached = True
-                state = _normalise_status(status.status)
+                state = _normalise_status(answer.status)
                 if state in FINAL_STATUSES:
-                    if await self._finish(key, state, seen_at):
+                    turnaround = answer.server_turnaround
+                    if turnaround is None or turnaround < 0:
+                        # it finished somewhere between the last look and this one
+                        turnaround = (last_look + time.monotonic()) / 2 - submitted
+                    self.clock.observe(turnaround)
+                    if await self._finish(key, state, answer if is_result else None):
                         return
-                    polls += 1
                     continue
-                if state != record.state:
-                    polls = 0
-                    seen_at = time.monotonic()
+                last_look = time.monotonic()
+                if state != record.state or answer.queue_position != record.queue_position:
                     extra = {"started_at": time.time()} if state == "in_progress" else {}
-                    await self._set(key, state=state, queue_position=status.queue_position, **extra)
-                else:
-                    polls += 1
-                    if status.queue_position != record.queue_position:
-                        record.queue_position = status.queue_position
+                    await self._set(key, state=state, queue_position=answer.queue_position, **extra)
         finally:
             self._release()
 
-    async def _finish(self, key: str, state: str, seen_at: float) -> bool:
-        """Record a final state (fetching the result); False when the result is not ready yet."""
-        record = self.records[key]
-        if record.state == "in_progress":
-            self.clock.observe_duration(time.monotonic() - seen_at)
+    async def _look(self, request_id: str) -> tuple[JobStatus, bool]:
+        """One check of a job; (answer, whether it is the result answer).
+
+        The result call answers with the current status until the job is done (API.md), so
+        one call per check serves both; an API that refuses it early gets status calls.
+        """
+        if self._poll_results:
+            try:
+                return await self.client.result(request_id), True
+            except (NotFoundError, AuthError):
+                raise
+            except ApiPermanentError as exc:
+                self._poll_results = False
+                log.info("the API refuses result calls before the end (%s); polling status", exc)
+        return await self.client.status(request_id), False
+
+    async def _finish(self, key: str, state: str, result: JobStatus | None) -> bool:
+        """Record a final state (fetching the result if needed); False if it is not ready."""
         if state == "cancelled":
-            await self._set(key, state="cancelled", finished_at=time.time())
+            await self._set(key, state="cancelled", queue_position=None, finished_at=time.time())
             return True
-        try:
-            result = await self.client.result(record.request_id or "")
-        except ApiTransientError:
-            return False
-        except ApiPermanentError as exc:
-            await self._set(key, state="failed", error=str(exc), finished_at=time.time())
-            return True
+        record = self.records[key]
+        if result is None:
+            try:
+                result = await self.client.result(record.request_id or "")
+            except ApiTransientError:
+                return False
+            except ApiPermanentError as exc:
+                await self._set(key, state="failed", error=str(exc), finished_at=time.time())
+                return True
         final = _normalise_status(result.status)
         if final not in FINAL_STATUSES:
             return False
         if final == "completed" and not result.video_url:
-            final, error = (
-                "failed",
-                result.error or "the API reported completion but gave no video URL",
-            )
+            final = "failed"
+            error = result.error or "the API reported completion but gave no video URL"
         else:
             error = result.error if final != "completed" else None
         if final == "failed" and not error:
