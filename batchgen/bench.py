@@ -35,6 +35,8 @@ from xml.sax.saxutils import escape
 
 import httpx
 
+from batchgen.errors import ConfigError
+
 TOKEN = "bench-token"
 IMAGE = "https://images.example.com/product.png"
 SIM_START_TIMEOUT = 30.0  # seconds for the simulator process to print its address and answer
@@ -84,6 +86,9 @@ class Figures:
     load_s: float | None = None  # 100k-row sheet: batchgen xlsx, naive csv
     write_s: float | None = None
     resume_s: float | None = None
+    load_cpu_s: float | None = None  # CPU seconds of the same stages (less hurt by a busy host)
+    write_cpu_s: float | None = None
+    resume_cpu_s: float | None = None
     peak_rss_mb: float | None = None
     csv_load_s: float | None = None  # batchgen on the naive runner's csv
     csv_write_s: float | None = None
@@ -99,11 +104,14 @@ class Machine:
     cores: int
     python: str
     load: float | None = None  # 1-minute load average when the benchmark started
+    contention: float | None = None  # share of the run some task waited for a CPU (PSI)
 
     def line(self) -> str:
-        """`AMD EPYC, 2 cores, Python 3.11.7, load 0.1 at start`."""
-        load = "" if self.load is None else f", load {self.load:.1f} at start"
-        return f"{self.cpu}, {self.cores} cores, Python {self.python}{load}"
+        """`AMD EPYC, 2 cores, Python 3.11.7, load 0.1 at start, CPU contention 20%`."""
+        extra = "" if self.load is None else f", load {self.load:.1f} at start"
+        if self.contention is not None:
+            extra += f", CPU contention {100 * self.contention:.0f}% of the run"
+        return f"{self.cpu}, {self.cores} cores, Python {self.python}{extra}"
 
 
 @dataclass
@@ -444,7 +452,7 @@ def _simulated_run(
 ) -> RunFigures:
     """A fresh simulator process, a fresh sheet and ledger, one run, the simulator's record."""
     sheet = write_csv_sheet(workdir / f"{tag}-{who}.csv", jobs)
-    db = workdir / f"{tag}-{who}.db"
+    db = _fresh(workdir / f"{tag}-{who}.db")
     run = run_batchgen_once if who == "batchgen" else run_naive_once
     with SimulatorProcess(
         capacity=capacity,
@@ -456,6 +464,13 @@ def _simulated_run(
         stats = sim.stats()
         records = sim.jobs() if keep_records else []
     return RunFigures(wall, jobs, completed, stats, records)
+
+
+def _fresh(db: Path) -> Path:
+    """`db` with any ledger of an earlier benchmark in the same folder removed."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    return db
 
 
 def _sched_figures(run: RunFigures, capacity: int, figures: Figures) -> None:
@@ -490,6 +505,28 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_stall_us() -> int | None:
+    """Microseconds some task has waited for a CPU since boot (/proc/pressure/cpu), if known."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return int(first.rsplit("total=", 1)[1])
+    return None
+
+
+class _Stage:
+    """Wall and CPU seconds of a `with` block."""
+
+    wall = cpu = 0.0
+
+    def __enter__(self) -> _Stage:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+
+
 def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
     """Load+validate, resume a nearly-done ledger, write back every row; timed stages."""
     from batchgen import report, sheets
@@ -498,9 +535,8 @@ def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
     from batchgen.runner import load_batch, plan_resume, reconcile
 
     config = build_config(sheet, db=str(db))
-    began = time.perf_counter()
-    batch = load_batch(config)
-    load_s = time.perf_counter() - began
+    with _Stage() as load:
+        batch = load_batch(config)
     if batch.plan.invalid or not batch.plan.jobs:
         raise RuntimeError(f"the size sheet did not validate: {len(batch.plan.invalid)} invalid")
 
@@ -512,10 +548,9 @@ def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
     _mark_done(db, keep_every=200)
 
     ledger = Ledger(url)
-    began = time.perf_counter()
-    records = reconcile(batch, ledger)
-    to_submit, _ = plan_resume(batch, ledger, records)
-    resume_s = time.perf_counter() - began
+    with _Stage() as resume:
+        records = reconcile(batch, ledger)
+        to_submit, _ = plan_resume(batch, ledger, records)
     ledger.close()
     if not 0 < len(to_submit) < len(batch.plan.jobs):
         raise RuntimeError(f"resume left {len(to_submit)} of {len(batch.plan.jobs)} jobs")
@@ -529,10 +564,20 @@ def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
     results = sheets.Results(
         headers=list(report.RESULT_HEADERS), rows=report.results_rows(batch.plan, records)
     )
-    began = time.perf_counter()
-    sheets.write_back(batch.table, cells, results=results)
-    write_s = time.perf_counter() - began
-    return {"load_s": load_s, "resume_s": resume_s, "write_s": write_s}
+    with _Stage() as write:
+        sheets.write_back(batch.table, cells, results=results)
+    return _stage_figures(load, resume, write)
+
+
+def _stage_figures(load: _Stage, resume: _Stage, write: _Stage) -> dict[str, float]:
+    return {
+        "load_s": load.wall,
+        "resume_s": resume.wall,
+        "write_s": write.wall,
+        "load_cpu_s": load.cpu,
+        "resume_cpu_s": resume.cpu,
+        "write_cpu_s": write.cpu,
+    }
 
 
 def _mark_done(db: Path, *, keep_every: int) -> None:
@@ -555,9 +600,8 @@ def _size_naive(sheet: Path, db: Path) -> dict[str, float]:
     """The naive runner's load, resume (its own db) and write-back of every row; timed."""
     from batchgen import _naive
 
-    began = time.perf_counter()
-    loaded = _naive.load_sheet(sheet)
-    load_s = time.perf_counter() - began
+    with _Stage() as load:
+        loaded = _naive.load_sheet(sheet)
     conn = _naive.open_db(db)
     _naive.resume(conn, loaded.jobs)  # set-up: a first run adds every job
     conn.execute("UPDATE jobs SET state = 'completed', request_id = 'req-' || key")
@@ -566,9 +610,8 @@ def _size_naive(sheet: Path, db: Path) -> dict[str, float]:
     conn.close()
     fresh = _naive.load_sheet(sheet).jobs
     conn = _naive.open_db(db)
-    began = time.perf_counter()
-    left = _naive.resume(conn, fresh)
-    resume_s = time.perf_counter() - began
+    with _Stage() as resume:
+        left = _naive.resume(conn, fresh)
     conn.close()
     if not 0 < len(left) < len(fresh):
         raise RuntimeError(f"naive resume left {len(left)} of {len(fresh)} jobs")
@@ -577,10 +620,9 @@ def _size_naive(sheet: Path, db: Path) -> dict[str, float]:
         job.video_url = f"https://cdn.example.com/{job.key}.mp4"
         job.error = "content moderation: the prompt was rejected (benchmark filler)"
     loaded.jobs = fresh
-    began = time.perf_counter()
-    _naive.write_back(loaded)
-    write_s = time.perf_counter() - began
-    return {"load_s": load_s, "resume_s": resume_s, "write_s": write_s}
+    with _Stage() as write:
+        _naive.write_back(loaded)
+    return _stage_figures(load, resume, write)
 
 
 def size_child() -> None:
@@ -627,6 +669,24 @@ def machine() -> Machine:
     return Machine(cpu=cpu, cores=cores, python=platform.python_version(), load=load)
 
 
+def benchmark_sizes(*, quick: bool = False, **given: Any) -> dict[str, Any]:
+    """FULL_SIZES (QUICK_SIZES with `quick`) overridden by the sizes given (None: not given)."""
+    sizes = dict(QUICK_SIZES if quick else FULL_SIZES)
+    sizes.update({name: value for name, value in given.items() if value is not None})
+    return sizes
+
+
+def _check_sizes(
+    jobs: int, capacity: int, min_duration: float, max_duration: float, instant: int, rows: int
+) -> None:
+    if min(jobs, capacity, instant, rows) < 1:
+        raise ConfigError("jobs, capacity, instant jobs and rows must each be at least 1")
+    if not 0 <= min_duration <= max_duration:
+        raise ConfigError(
+            f"durations must satisfy 0 <= min <= max, not {min_duration:g} and {max_duration:g}"
+        )
+
+
 def run_benchmark(
     *,
     jobs: int = 300,
@@ -639,6 +699,7 @@ def run_benchmark(
     workdir: Path | None = None,
 ) -> BenchResult:
     """Measure batchgen (and the naive runner) on the five goals; see the module docstring."""
+    _check_sizes(jobs, capacity, min_duration, max_duration, instant_jobs, rows)
     settings = {
         "jobs": jobs,
         "capacity": capacity,
@@ -650,6 +711,7 @@ def run_benchmark(
         "rows": rows,
     }
     host = machine()  # before the runs, so its load average tells what else was running
+    stall0, began = _cpu_stall_us(), time.monotonic()
     own_dir = workdir is None
     work = Path(tempfile.mkdtemp(prefix="batchgen-bench-")) if workdir is None else workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -682,6 +744,9 @@ def run_benchmark(
             )
             _instant_figures(instant, figures[who])
         _size_stages(work, rows, figures)
+        stall1 = _cpu_stall_us()
+        if stall0 is not None and stall1 is not None:
+            host.contention = (stall1 - stall0) / 1e6 / max(time.monotonic() - began, 1e-9)
     finally:
         if own_dir:
             shutil.rmtree(work, ignore_errors=True)
@@ -690,25 +755,33 @@ def run_benchmark(
 
 def _size_stages(work: Path, rows: int, figures: dict[str, Figures]) -> None:
     xlsx = write_xlsx_sheet(work / "size.xlsx", rows)
-    got = _run_size_child("batchgen", xlsx, work / "size-xlsx.db")
+    got = _run_size_child("batchgen", xlsx, _fresh(work / "size-xlsx.db"))
     mine = figures["batchgen"]
-    mine.load_s, mine.write_s, mine.resume_s = got["load_s"], got["write_s"], got["resume_s"]
-    mine.peak_rss_mb = got["peak_rss_mb"]
+    _take_size(mine, got)
     csv_sheet = write_csv_sheet(work / "size-batchgen.csv", rows)
-    got = _run_size_child("batchgen", csv_sheet, work / "size-csv.db")
+    got = _run_size_child("batchgen", csv_sheet, _fresh(work / "size-csv.db"))
     mine.csv_load_s, mine.csv_write_s = got["load_s"], got["write_s"]
     mine.csv_peak_rss_mb = got["peak_rss_mb"]
     if "naive" in figures:
         csv_sheet = write_csv_sheet(work / "size-naive.csv", rows)
-        got = _run_size_child("naive", csv_sheet, work / "size-naive.db")
+        got = _run_size_child("naive", csv_sheet, _fresh(work / "size-naive.db"))
         theirs = figures["naive"]
-        theirs.load_s, theirs.write_s, theirs.resume_s = (
-            got["load_s"],
-            got["write_s"],
-            got["resume_s"],
-        )
-        theirs.peak_rss_mb = theirs.csv_peak_rss_mb = got["peak_rss_mb"]
+        _take_size(theirs, got)
+        theirs.csv_peak_rss_mb = got["peak_rss_mb"]
         theirs.csv_load_s, theirs.csv_write_s = got["load_s"], got["write_s"]
+
+
+def _take_size(figures: Figures, got: dict[str, float]) -> None:
+    for name in (
+        "load_s",
+        "write_s",
+        "resume_s",
+        "load_cpu_s",
+        "write_cpu_s",
+        "resume_cpu_s",
+        "peak_rss_mb",
+    ):
+        setattr(figures, name, got[name])
 
 
 # --------------------------------------------------------------------------- the table
@@ -723,8 +796,11 @@ _ROWS: tuple[tuple[str, str, str, str | None], ...] = (
     ("instant jobs/s (end to end)", "instant_jobs_per_s", "{:.0f}", "instant_jobs_per_s"),
     ("  instant calls per job", "instant_calls_per_job", "{:.2f}", None),
     ("load s (batchgen xlsx, naive csv)", "load_s", "{:.2f}", "load_s"),
+    ("  load CPU s", "load_cpu_s", "{:.2f}", None),
     ("write s (batchgen xlsx, naive csv)", "write_s", "{:.2f}", "write_s"),
+    ("  write CPU s", "write_cpu_s", "{:.2f}", None),
     ("resume s", "resume_s", "{:.3f}", "resume_s"),
+    ("  resume CPU s", "resume_cpu_s", "{:.3f}", None),
     ("peak memory MB", "peak_rss_mb", "{:.0f}", "peak_rss_mb"),
     ("  load s, both csv", "csv_load_s", "{:.2f}", None),
     ("  write s, both csv", "csv_write_s", "{:.2f}", None),

@@ -433,6 +433,76 @@ def demo(directory: Path, verbose: bool) -> None:
     sys.exit(result.exit_code)
 
 
+@cli.command()
+@click.option(
+    "--jobs", type=click.IntRange(min=1), default=None, help="Jobs in the scheduling run [300]."
+)
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Simulated provider capacity C; runners use concurrency 2C [30].",
+)
+@click.option(
+    "--min-duration",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Shortest simulated job, seconds [0.5].",
+)
+@click.option(
+    "--max-duration",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Longest simulated job, seconds [1.5].",
+)
+@click.option(
+    "--instant-jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Jobs of zero duration for the local-overhead run [2000].",
+)
+@click.option(
+    "--rows", type=click.IntRange(min=1), default=None, help="Rows of the size sheets [100000]."
+)
+@click.option("--no-naive", is_flag=True, help="Leave out the naive runner.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Small sizes: 20 jobs, C=4, 0.05-0.15 s, 200 instant jobs, 2000 rows.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON, not a table.")
+def bench(
+    jobs: int | None,
+    capacity: int | None,
+    min_duration: float | None,
+    max_duration: float | None,
+    instant_jobs: int | None,
+    rows: int | None,
+    no_naive: bool,
+    quick: bool,
+    as_json: bool,
+) -> None:
+    """Benchmark batchgen (and a naive runner) against the simulator; takes a few minutes."""
+    from rich.console import Console
+
+    from batchgen import bench as benchmark
+
+    sizes = benchmark.benchmark_sizes(
+        quick=quick,
+        jobs=jobs,
+        capacity=capacity,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        instant_jobs=instant_jobs,
+        rows=rows,
+    )
+    result = benchmark.run_benchmark(**sizes, naive=not no_naive)
+    if as_json:
+        click.echo(benchmark.result_json(result))
+    else:
+        Console().print(benchmark.format_table(result))
+
+
 def _terminate(signum: int, _frame: object) -> None:
     # outside the worker pool (which handles signals itself) SIGTERM ends us with 143
     raise SystemExit(EXIT_SIGTERM)

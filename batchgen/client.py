@@ -161,6 +161,8 @@ class ApiClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry
+        self._max_connections = max_connections
+        self._slots: anyio.Semaphore | None = None
         self.limiter = RateLimiter(rate)
         self.calls: dict[str, int] = {"submit": 0, "status": 0, "result": 0, "cancel": 0}
         self.on_rate_limited: Callable[[], None] | None = None
@@ -193,9 +195,13 @@ class ApiClient:
     async def _call(self, kind: str, method: str, path: str, body: Any = None) -> Any:
         """One HTTP exchange; transport failures become ApiTransientError (submit: uncertain)."""
         await self.limiter.acquire()
+        if self._slots is None:  # made here: anyio primitives need the running loop
+            self._slots = anyio.Semaphore(self._max_connections)
         self.calls[kind] += 1
         try:
-            response = await self._http.request(method, path, json=body)
+            # at most one request per connection: httpcore's pool slows down with a long queue
+            async with self._slots:
+                response = await self._http.request(method, path, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # the request never left: safe to repeat, even a submit
             raise ApiTransientError(

@@ -207,18 +207,31 @@ class Ledger:
 
     # jobs -----------------------------------------------------------------
 
-    def get_jobs(self, keys: Sequence[str] | None = None) -> dict[str, JobRecord]:
-        """Records for `keys` (all records when None), by key."""
+    def get_jobs(
+        self, keys: Sequence[str] | None = None, *, payloads: bool = True
+    ) -> dict[str, JobRecord]:
+        """Records for `keys` (all records when None), by key.
+
+        With `payloads=False` the stored inputs are not decoded (each record's payload is
+        empty): a resume of 100,000 jobs needs their states, not their prompts.
+        """
+        columns = [c for c in _RECORD_FIELDS if payloads or c != "payload"]
+        selected = sa.select(*(jobs_table.c[name] for name in columns))
+        wanted = None if keys is None else set(keys)
         out: dict[str, JobRecord] = {}
         with self.engine.connect() as conn:
-            if keys is None:
-                for row in conn.execute(sa.select(jobs_table)):
-                    out[row.key] = _from_row(row)
-                return out
-            for chunk in _chunks(list(keys), 500):
-                query = sa.select(jobs_table).where(jobs_table.c.key.in_(chunk))
+            if wanted is not None and len(wanted) <= 2000:
+                parts = _chunks(list(wanted), 500)
+                chunks = [selected.where(jobs_table.c.key.in_(part)) for part in parts]
+            else:
+                chunks = [selected]  # one scan beats thousands of IN lookups
+            for query in chunks:
                 for row in conn.execute(query):
-                    out[row.key] = _from_row(row)
+                    if wanted is not None and row[0] not in wanted:
+                        continue
+                    data = dict(zip(columns, row, strict=True))
+                    data["payload"] = json.loads(data["payload"]) if payloads else {}
+                    out[row[0]] = JobRecord(**data)
         return out
 
     def add_jobs(self, records: Iterable[JobRecord]) -> None:
@@ -227,26 +240,52 @@ class Ledger:
         if not rows:
             return
         with self._begin() as conn:
-            existing: set[str] = set()
-            for chunk in _chunks([r["key"] for r in rows], 500):
-                query = sa.select(jobs_table.c.key).where(jobs_table.c.key.in_(chunk))
-                existing.update(conn.execute(query).scalars())
-            fresh = [r for r in rows if r["key"] not in existing]
-            if fresh:
-                conn.execute(jobs_table.insert(), fresh)
+            # another runner may have added some meanwhile: insert only the missing ones
+            statement = jobs_table.insert().prefix_with("OR IGNORE", dialect="sqlite")
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                statement = pg_insert(jobs_table).on_conflict_do_nothing(index_elements=["key"])
+            elif conn.dialect.name != "sqlite":
+                existing: set[str] = set()
+                for chunk in _chunks([r["key"] for r in rows], 500):
+                    query = sa.select(jobs_table.c.key).where(jobs_table.c.key.in_(chunk))
+                    existing.update(conn.execute(query).scalars())
+                rows = [r for r in rows if r["key"] not in existing]
+                if not rows:
+                    return
+            conn.execute(statement, rows)
 
     def update_jobs(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Apply (key, {column: value}) changes in one transaction (a group commit)."""
         if not changes:
             return
         now = time.time()
+        merged: dict[str, dict[str, Any]] = {}
+        for key, values in changes:
+            merged.setdefault(key, {}).update(values)
+        # one executemany per set of columns: far cheaper than a statement per change
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for key, values in merged.items():
+            row = dict(values)
+            if "payload" in row:
+                row["payload"] = json.dumps(row["payload"], ensure_ascii=False, sort_keys=True)
+            row.setdefault("updated_at", now)
+            row["_key"] = key
+            groups.setdefault(tuple(sorted(row)), []).append(row)
         with self._begin() as conn:
-            for key, values in changes:
-                values = dict(values)
-                if "payload" in values:
-                    values["payload"] = json.dumps(values["payload"], ensure_ascii=False)
-                values.setdefault("updated_at", now)
-                conn.execute(jobs_table.update().where(jobs_table.c.key == key).values(**values))
+            for columns, rows in groups.items():
+                statement = (
+                    jobs_table.update()
+                    .where(jobs_table.c.key == sa.bindparam("_key"))
+                    .values({c: sa.bindparam(c) for c in columns if c != "_key"})
+                )
+                conn.execute(statement, rows)
+
+    @property
+    def is_local(self) -> bool:
+        """True for a SQLite file: writes are quick enough to make on the event loop."""
+        return self.engine.dialect.name == "sqlite"
 
     # locks ------------------------------------------------------------------
 

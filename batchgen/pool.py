@@ -94,10 +94,15 @@ class LedgerWriter:
         while self._queue:
             batch, self._queue = self._queue, []
             waiters, self._done = self._done, []
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(
-                    self._ledger.update_jobs, batch, limiter=self._limiter
-                )
+            if self._ledger.is_local:
+                # a SQLite commit takes about a millisecond; in a thread it would wait for
+                # the GIL behind the event loop, holding every write-ahead submit up
+                self._ledger.update_jobs(batch)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(
+                        self._ledger.update_jobs, batch, limiter=self._limiter
+                    )
             for event in waiters:
                 event.set()
 

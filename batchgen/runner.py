@@ -110,7 +110,11 @@ def _new_record(job: Any, now: float) -> JobRecord:
 def reconcile(batch: Batch, ledger: Ledger) -> dict[str, JobRecord]:
     """Ledger records for every job of the plan, adding new ones as pending."""
     keys = [job.key for job in batch.plan.jobs]
-    records = ledger.get_jobs(keys)
+    records = ledger.get_jobs(keys, payloads=False)
+    for job in batch.plan.jobs:
+        if job.key in records:
+            # the sheet's input as it is now: the same bytes the key was made from
+            records[job.key].payload = job.payload
     now = time.time()
     fresh = [_new_record(job, now) for job in batch.plan.jobs if job.key not in records]
     ledger.add_jobs(fresh)
@@ -254,7 +258,7 @@ def _make_pool(
     client = ApiClient(
         base_url=config.api_base_url,
         token=token,
-        max_connections=max(4, config.concurrency + 4),
+        max_connections=min(max(4, config.concurrency + 4), 16),
         retry=RetryPolicy(),
         rate=config.rate,
     )

@@ -224,13 +224,14 @@ def _plan_row(
                     Problem(number, column, f"{name} is required but the cell is empty")
                 )
             continue
-        parts = [p for p in str(raw).split("|")] if spec.multi and isinstance(raw, str) else [raw]
+        parts = str(raw).split("|") if spec.multi and isinstance(raw, str) else [raw]
         coerced = []
         for part in parts:
-            try:
-                coerced.append(_coerce_one(spec, part, name))
-            except ValueError as exc:
-                problems.append(Problem(number, column, str(exc)))
+            outcome = _coerce_cached(spec, part, name)
+            if isinstance(outcome, ValueError):
+                problems.append(Problem(number, column, str(outcome)))
+            else:
+                coerced.append(outcome)
         if coerced:
             choices[name] = list(dict.fromkeys(coerced))
         if spec.soft_max_length and name in choices:
@@ -267,11 +268,52 @@ def _plan_row(
             if job_id is not None:
                 key = f"{job_id}[{take_label}]" if many else job_id
             else:
-                base = job_key(model.model_id, normalised, take, 1)
-                seen[base] = seen.get(base, 0) + 1
-                key = job_key(model.model_id, normalised, take, seen[base])
-            cost = model.estimate_cost(normalised)
+                key = job_key(model.model_id, normalised, take, 1)
+                seen[key] = seen.get(key, 0) + 1
+                if seen[key] > 1:  # an identical row above: this one is another job
+                    key = job_key(model.model_id, normalised, take, seen[key])
+            cost = _cost_cached(model, normalised)
             plan.jobs.append(JobSpec(key, number, model.model_id, payload, take, take_label, cost))
+
+
+# Sheets repeat the same settings on row after row: coerce each distinct cell value once.
+_COERCED: dict[tuple[int, str, Any], Any] = {}
+_COSTS: dict[tuple[str, tuple[Any, ...]], float | None] = {}
+_CACHE_LIMIT = 100_000
+
+
+def _coerce_cached(spec: FieldSpec, value: Any, label: str) -> Any:
+    """`_coerce_one`, remembered per distinct (field, value); a ValueError is returned."""
+    if spec.type == "string":  # prompts are nearly all different: nothing to remember
+        try:
+            return _coerce_one(spec, value, label)
+        except ValueError as exc:
+            return exc
+    cache_key = (id(spec), type(value).__name__, value)  # specs live as long as the process
+    try:
+        return _COERCED[cache_key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable value: coerce it every time
+        cache_key = None  # type: ignore[assignment]
+    try:
+        outcome: Any = _coerce_one(spec, value, label)
+    except ValueError as exc:
+        outcome = exc
+    if cache_key is not None and len(_COERCED) < _CACHE_LIMIT:
+        _COERCED[cache_key] = outcome
+    return outcome
+
+
+def _cost_cached(model: ModelSpec, normalised: Mapping[str, Any]) -> float | None:
+    """The model's cost estimate, once per distinct priced combination."""
+    by = model.pricing.get("by", []) + (["duration"] if "duration" in model.fields else [])
+    cache_key = (model.model_id, tuple(normalised.get(n) for n in by))
+    if cache_key not in _COSTS:
+        if len(_COSTS) >= _CACHE_LIMIT:
+            _COSTS.clear()
+        _COSTS[cache_key] = model.estimate_cost(normalised)
+    return _COSTS[cache_key]
 
 
 def _takes_and_id(
