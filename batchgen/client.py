@@ -176,15 +176,15 @@ class ApiClient:
             limits=limits,
             follow_redirects=False,  # a redirect must never carry the token to another host
         )
-        # Media lives on other hosts: a separate client that never holds the token.
-        self._media = httpx.AsyncClient(
-            timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True
-        )
+        # Media lives on other hosts: a separate client that never holds the token, made
+        # on first use (its TLS set-up costs time that most runs need not spend)
+        self._media: httpx.AsyncClient | None = None
 
     async def aclose(self) -> None:
         """Close both connection pools."""
         await self._http.aclose()
-        await self._media.aclose()
+        if self._media is not None:
+            await self._media.aclose()
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -283,6 +283,10 @@ class ApiClient:
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 size = 0
+                if self._media is None:
+                    self._media = httpx.AsyncClient(
+                        timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True
+                    )
                 async with self._media.stream("GET", url) as response:
                     response.raise_for_status()
                     with part.open("wb") as handle:

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -184,11 +188,6 @@ class Ledger:
         return engine
 
     def _migrate(self) -> None:
-        from alembic import command
-        from alembic.config import Config
-        from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
-
         config = Config()
         config.set_main_option("script_location", str(_migrations_dir()))
         head = ScriptDirectory.from_config(config).get_current_head()
