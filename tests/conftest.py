@@ -7,7 +7,8 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,15 @@ from batchgen.simulator import Simulator, SimulatorConfig, SimulatorServer
 
 IMAGE = "https://images.example.com/product.png"
 TOKEN = "test-token-5f2c"
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0) -> None:
+    """Poll a condition (bounded); fail the test if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
 
 
 def fast_config(**overrides: Any) -> SimulatorConfig:

@@ -7,7 +7,6 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -22,17 +21,9 @@ from tests.conftest import (
     read_csv,
     run_cli,
     start_cli,
+    wait_until,
     write_csv,
 )
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0) -> None:
-    """Poll a condition (bounded); fail the test if it never holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def _payload_key(payload: dict) -> str:

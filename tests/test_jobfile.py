@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,17 +18,11 @@ from tests.conftest import (
     read_csv,
     run_cli,
     start_cli,
+    wait_until,
     write_csv,
 )
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _wait_until(condition, *, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_the_shipped_job_file_runs_the_team_sheet_with_mapped_headers_and_defaults(
@@ -137,8 +130,8 @@ def test_cancel_stops_queued_jobs_and_the_running_run_writes_it(tmp_path: Path) 
         Simulator(fast_config(capacity=2, min_duration=3.0, max_duration=3.0))
     ) as server:
         run = start_cli(["run", sheet, "--db", db, "--concurrency", "6"], server)
-        _wait_until(lambda: len(server.simulator.submissions()) == 6)
-        _wait_until(lambda: sum(1 for r in ledger_rows(db) if r["request_id"]) == 6)
+        wait_until(lambda: len(server.simulator.submissions()) == 6)
+        wait_until(lambda: sum(1 for r in ledger_rows(db) if r["request_id"]) == 6)
 
         cancelled = run_cli(["cancel", sheet, "--db", db], server)
 
