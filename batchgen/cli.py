@@ -69,11 +69,6 @@ def _config(target: str, **flags: Any) -> RunConfig:
     return build_config(target, **flags)
 
 
-def _say(line: str, *, quiet: bool = False, err: bool = False) -> None:
-    if not quiet:
-        click.echo(line, err=err)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="batchgen")
 def cli() -> None:
@@ -163,10 +158,8 @@ def _run_and_report(
     if result.stopped_by:
         lines.insert(0, f"stopped by {result.stopped_by}; rerun the same command to continue")
     out_err = as_json
-    for line in lines:
-        _say(
-            line, quiet=quiet and not line.startswith(("failed", "invalid", "unknown")), err=out_err
-        )
+    for line in lines:  # the final summary is printed even with --quiet
+        click.echo(line, err=out_err)
     if as_json:
         summary = result.outcome.as_dict() | {
             "exit_code": result.exit_code,

@@ -192,7 +192,15 @@ class ApiClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def _call(self, kind: str, method: str, path: str, body: Any = None) -> Any:
+    async def _call(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        on_send: Callable[[], None] | None = None,
+    ) -> Any:
         """One HTTP exchange; transport failures become ApiTransientError (submit: uncertain)."""
         await self.limiter.acquire()
         if self._slots is None:  # made here: anyio primitives need the running loop
@@ -201,13 +209,15 @@ class ApiClient:
         try:
             # at most one request per connection: httpcore's pool slows down with a long queue
             async with self._slots:
+                if on_send is not None:
+                    on_send()
                 response = await self._http.request(method, path, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # the request never left: safe to repeat, even a submit
             raise ApiTransientError(
                 f"{kind}: cannot reach {self.base_url} ({_brief(exc)})"
             ) from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.DecodingError) as exc:
             error = SubmitUncertainError if kind == "submit" else ApiTransientError
             raise error(f"{kind}: connection failed after sending ({_brief(exc)})") from exc
         try:
@@ -234,12 +244,22 @@ class ApiClient:
                 await anyio.sleep(self.retry.wait(attempt, exc.retry_after))
         raise AssertionError("unreachable")
 
-    async def submit(self, model_id: str, payload: dict[str, Any]) -> Submitted:
-        """POST a job; retried only when the failure proves no job was created."""
+    async def submit(
+        self,
+        model_id: str,
+        payload: dict[str, Any],
+        *,
+        on_send: Callable[[], None] | None = None,
+    ) -> Submitted:
+        """POST a job; retried only when the failure proves no job was created.
+
+        `on_send` is called just before the request leaves (after rate limits and waits).
+        """
 
         async def once() -> Submitted:
             try:
-                data = await self._call("submit", "POST", f"/v1/models/{model_id}", payload)
+                path = f"/v1/models/{model_id}"
+                data = await self._call("submit", "POST", path, payload, on_send=on_send)
             except SubmitUncertainError:
                 raise
             except ApiTransientError as exc:
@@ -297,7 +317,7 @@ class ApiClient:
                         os.fsync(handle.fileno())
                 os.replace(part, dest)
                 return size
-            except (httpx.TransportError, httpx.HTTPStatusError, OSError) as exc:
+            except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
                 part.unlink(missing_ok=True)
                 if attempt >= self.retry.attempts:
                     raise ApiTransientError(f"download of {url} failed: {_brief(exc)}") from exc

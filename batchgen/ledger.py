@@ -343,14 +343,15 @@ class Ledger:
         holder = self.lock_holder(scope)
         return holder if holder is not None and self._is_live(holder) else None
 
-    def heartbeat(self, scope: str, *, run_id: str, progress: dict[str, Any]) -> None:
-        """Record that the run holding `scope` is alive, with its progress."""
+    def heartbeat(self, scope: str, *, run_id: str, progress: dict[str, Any]) -> bool:
+        """Record that the run holding `scope` is alive; False if it no longer holds it."""
         with self._begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 locks_table.update()
                 .where((locks_table.c.scope == scope) & (locks_table.c.run_id == run_id))
                 .values(heartbeat_at=time.time(), progress=json.dumps(progress))
             )
+        return result.rowcount == 1
 
     def release_lock(self, scope: str, *, run_id: str) -> None:
         """Give up `scope`'s lock if this run still holds it."""

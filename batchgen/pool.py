@@ -13,14 +13,18 @@ from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
+from sqlalchemy.exc import SQLAlchemyError
 
 from batchgen.client import FINAL_STATUSES, ApiClient, JobStatus
 from batchgen.errors import (
+    ApiError,
     ApiPermanentError,
     ApiTransientError,
     AuthError,
     BalanceError,
+    LedgerError,
     NotFoundError,
+    SheetLockedError,
     SubmitUncertainError,
 )
 from batchgen.ledger import JobRecord, Ledger
@@ -57,22 +61,27 @@ class EngineOptions:
     download_name: Callable[[JobRecord], str] | None = None
     checkpoint_every: float = 5.0
     submits_in_flight: int = 8
-    stop_grace: float = 6.0  # after a signal: how long submits in flight may take
-    cancel_grace: float = 2.5  # then: how long --cancel-on-exit may take
+    stop_grace: float = 5.0  # after a signal: how long submits in flight may take
+    cancel_grace: float = 2.0  # then: how long --cancel-on-exit may take
+    heartbeat_every: float = 20.0  # how often the run lock is renewed
 
 
 class LedgerWriter:
     """Serialises ledger writes in one thread and commits whatever queued up together."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, on_failure: Callable[[LedgerError], None]) -> None:
         self._ledger = ledger
+        self._on_failure = on_failure
+        self.failure: LedgerError | None = None
         self._queue: list[tuple[str, dict[str, Any]]] = []
         self._done: list[anyio.Event] = []
         self._wake = anyio.Event()
         self._limiter = anyio.CapacityLimiter(1)
 
     async def write(self, key: str, values: dict[str, Any], *, durable: bool = True) -> None:
-        """Queue a change; with `durable`, return only once it is committed."""
+        """Queue a change; with `durable`, return only once it is committed (or failed)."""
+        if self.failure is not None:
+            return  # the ledger cannot be written: the run is stopping
         self._queue.append((key, values))
         self._wake.set()
         if durable:
@@ -91,20 +100,29 @@ class LedgerWriter:
 
     async def flush(self) -> None:
         """Commit everything queued so far."""
-        while self._queue:
+        while self._queue and self.failure is None:
             batch, self._queue = self._queue, []
             waiters, self._done = self._done, []
-            if self._ledger.is_local:
-                # a SQLite commit takes about a millisecond; in a thread it would wait for
-                # the GIL behind the event loop, holding every write-ahead submit up
-                self._ledger.update_jobs(batch)
-            else:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(
-                        self._ledger.update_jobs, batch, limiter=self._limiter
-                    )
-            for event in waiters:
+            try:
+                if self._ledger.is_local:
+                    # a SQLite commit takes about a millisecond; in a thread it would wait
+                    # for the GIL behind the event loop, holding every write-ahead submit up
+                    self._ledger.update_jobs(batch)
+                else:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(
+                            self._ledger.update_jobs, batch, limiter=self._limiter
+                        )
+            except SQLAlchemyError as exc:
+                self.failure = LedgerError(f"cannot write the ledger: {exc.orig or exc}")
+                self._on_failure(self.failure)
+            finally:
+                for event in waiters:
+                    event.set()
+        if self.failure is not None:
+            for event in self._done:
                 event.set()
+            self._done, self._queue = [], []
 
 
 class Pool:
@@ -119,7 +137,7 @@ class Pool:
         to_submit: list[str],
         options: EngineOptions,
         events: Events,
-        checkpoint: Callable[[], None] | None = None,
+        checkpoint: Callable[[bool], bool] | None = None,
         spent: float = 0.0,
     ) -> None:
         self.ledger = ledger
@@ -141,6 +159,7 @@ class Pool:
         self._submitting = 0
         self._reached = False  # any answer from the API at all this run
         self._poll_results = True  # check jobs with the result call (see _look)
+        self._sent: set[str] = set()  # submits whose request left (fate unknown if cut off)
         self._polls: TaskGroup | None = None
         self._dirty = True
         self.notices: list[str] = []
@@ -149,6 +168,18 @@ class Pool:
     def client_calls(self) -> dict[str, int]:
         """API calls made so far, by kind."""
         return self.client.calls
+
+    def _on_ledger_failure(self, error: LedgerError) -> None:
+        self.fatal = error
+        self._poll_scope.cancel()
+        self._submit_scope.cancel()
+        self._wake()
+
+    def _on_lock_lost(self) -> None:
+        # another runner decided we were dead and took the sheet: stop before paying twice
+        self.fatal = SheetLockedError("another run took over this sheet's lock; stopped")
+        self._poll_scope.cancel()
+        self._wake()
 
     def _notice(self, message: str) -> None:
         self.notices.append(message)
@@ -180,7 +211,7 @@ class Pool:
 
     def _open(self) -> None:
         # anyio primitives need the running event loop, so they are made here, not in __init__
-        self.writer = LedgerWriter(self.ledger)
+        self.writer = LedgerWriter(self.ledger, self._on_ledger_failure)
         self._changed = anyio.Event()
         self._poll_scope = anyio.CancelScope()
         self._submit_scope = anyio.CancelScope()
@@ -190,6 +221,7 @@ class Pool:
     async def run(self) -> None:
         """Submit and poll until every job is final, the budget/balance stops it, or a signal."""
         self._open()
+        self._started = time.monotonic()
         async with self.client, anyio.create_task_group() as main:
             main.start_soon(self.writer.run)
             main.start_soon(self._watch_signals)
@@ -253,6 +285,10 @@ class Pool:
                 )
                 continue
             await self._submit_slots.acquire()
+            if self._stopping:  # a stop came while waiting for a slot
+                self._submit_slots.release()
+                self._pending.appendleft(key)
+                return
             self._in_flight += 1
             self._submitting += 1
             self.spent += cost
@@ -275,7 +311,9 @@ class Pool:
                 error=None,
             )
             try:
-                answer = await self.client.submit(record.model_id, record.payload)
+                answer = await self.client.submit(
+                    record.model_id, record.payload, on_send=lambda: self._sent.add(key)
+                )
             except SubmitUncertainError as exc:
                 await self._set(key, durable=True, state="unknown", error=f"{exc}; {_UNKNOWN_HINT}")
                 return
@@ -334,6 +372,8 @@ class Pool:
         # monotonic time of the submit, also for jobs resumed from an earlier run
         submitted = time.monotonic() - max(0.0, time.time() - (record.submitted_at or time.time()))
         last_look = submitted
+        # --job-timeout counts from the submit, or from this run's start for an older job
+        followed_since = max(submitted, self._started)
         try:
             while True:
                 delay = self.clock.next_delay(
@@ -343,13 +383,6 @@ class Pool:
                     queue_position=record.queue_position,
                 )
                 await anyio.sleep(delay)
-                if time.time() - (record.submitted_at or time.time()) > self.options.job_timeout:
-                    await self._set(
-                        key,
-                        error=f"still {record.state} after {self.options.job_timeout / 60:g} min "
-                        f"(request {record.request_id}); a rerun keeps following it",
-                    )
-                    return
                 checks += 1
                 try:
                     answer, is_result = await self._look(record.request_id or "")
@@ -359,7 +392,19 @@ class Pool:
                 except AuthError as exc:
                     self._on_submit_refused(key, exc)
                     return
-                except ApiTransientError:
+                except ApiError:
+                    # anything else (5xx, 402 on a poll, bad answers) may pass: look again later
+                    answer = None
+                done = answer is not None and _normalise_status(answer.status) in FINAL_STATUSES
+                if not done and time.monotonic() - followed_since > self.options.job_timeout:
+                    await self._set(
+                        key,
+                        error=f"still {record.state} after "
+                        f"{self.options.job_timeout / 60:g} min (request "
+                        f"{record.request_id}); a rerun keeps following it",
+                    )
+                    return
+                if answer is None:
                     continue
                 self._reached = True
                 state = _normalise_status(answer.status)
@@ -388,9 +433,9 @@ class Pool:
         if self._poll_results:
             try:
                 return await self.client.result(request_id), True
-            except (NotFoundError, AuthError):
-                raise
             except ApiPermanentError as exc:
+                if exc.status_code not in (400, 405, 422) or isinstance(exc, BalanceError):
+                    raise
                 self._poll_results = False
                 log.info("the API refuses result calls before the end (%s); polling status", exc)
         return await self.client.status(request_id), False
@@ -404,11 +449,14 @@ class Pool:
         if result is None:
             try:
                 result = await self.client.result(record.request_id or "")
-            except ApiTransientError:
-                return False
-            except ApiPermanentError as exc:
+            except NotFoundError as exc:
                 await self._set(key, state="failed", error=str(exc), finished_at=time.time())
                 return True
+            except AuthError as exc:
+                self._on_submit_refused(key, exc)
+                return True
+            except ApiError:
+                return False  # it finished; the next look fetches the result again
         final = _normalise_status(result.status)
         if final not in FINAL_STATUSES:
             return False
@@ -472,12 +520,16 @@ class Pool:
                         tg.start_soon(cancel_one, key, record.request_id)
 
     async def _settle_unanswered(self) -> None:
-        """Submits cut off by a deadline: their fate is unknown, and the ledger says so."""
+        """Submits cut off by a stop: unknown if the request left, else simply pending."""
         for key, record in self.records.items():
-            if record.state == "submitting":
+            if record.state != "submitting":
+                continue
+            if key in self._sent:
                 await self._set(
                     key, state="unknown", error=f"no answer before the stop; {_UNKNOWN_HINT}"
                 )
+            else:
+                await self._set(key, state="pending", error=None)
 
     async def _watch_signals(self) -> None:
         try:
@@ -497,19 +549,32 @@ class Pool:
                     self._submit_scope.cancel()
 
     async def _checkpoints(self) -> None:
+        """Write the sheet when something changed, and renew the run lock, on their own clocks."""
         if self._checkpoint is None:
             return
         interval = self.options.checkpoint_every
+        last_write = last_beat = time.monotonic()
         while True:
-            await anyio.sleep(interval)
-            if not self._dirty:
+            await anyio.sleep(min(interval, self.options.heartbeat_every))
+            now = time.monotonic()
+            write = self._dirty and now - last_write >= interval
+            beat = now - last_beat >= self.options.heartbeat_every
+            if not (write or beat):
                 continue
-            self._dirty = False
-            began = time.monotonic()
+            self._dirty = self._dirty and not write
             await self.writer.flush()
-            await anyio.to_thread.run_sync(self._checkpoint)
-            # a big sheet is written less often, so writing never dominates the run
-            interval = max(self.options.checkpoint_every, 5 * (time.monotonic() - began))
+            began = time.monotonic()
+            try:
+                held = await anyio.to_thread.run_sync(self._checkpoint, write)
+                if held is False:
+                    self._on_lock_lost()
+            except Exception as exc:  # a failed checkpoint must not end the run
+                log.warning("could not write the sheet during the run: %s", exc)
+            last_beat = time.monotonic()
+            if write:
+                last_write = last_beat
+                # a big sheet is written less often, so writing never dominates the run
+                interval = max(self.options.checkpoint_every, 5 * (last_beat - began))
 
 
 def _normalise_status(status: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import time
@@ -30,6 +31,8 @@ from batchgen.ledger import JobRecord, Ledger, LockInfo, ledger_url
 from batchgen.models import ModelSpec, get_model
 from batchgen.pool import IN_FLIGHT, EngineOptions, Events, Pool
 from batchgen.specs import Problem, SheetPlan, build_plan
+
+log = logging.getLogger("batchgen")
 
 
 @dataclass
@@ -250,10 +253,11 @@ def _make_pool(
     plan_keys = {job.key for job in batch.plan.jobs}
     mine = {k: r for k, r in records.items() if k in plan_keys}
 
-    def checkpoint() -> None:
-        write_sheet(batch, records)
+    def checkpoint(write: bool) -> bool:
+        if write:
+            write_sheet(batch, records)
         counts = report.outcome(batch.plan, records).counts
-        ledger.heartbeat(batch.scope, run_id=run_id, progress=dict(counts))
+        return ledger.heartbeat(batch.scope, run_id=run_id, progress=dict(counts))
 
     client = ApiClient(
         base_url=config.api_base_url,

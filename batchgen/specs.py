@@ -259,14 +259,17 @@ def _plan_row(
     names = list(choices)
     combos = list(itertools.product(*(choices[n] for n in names)))
     many = len(combos) * takes > 1
-    for combo in combos:
+    for number_in_row, combo in enumerate(combos):
         payload = dict(zip(names, combo, strict=True))
         normalised = {n: payload.get(n, s.default) for n, s in model.fields.items()}
         label = ", ".join(f"{n}={payload[n]}" for n in names if len(choices[n]) > 1)
         for take in range(1, takes + 1):
             take_label = ", ".join(x for x in (label, f"take {take}" if takes > 1 else "") if x)
             if job_id is not None:
-                key = f"{job_id}[{take_label}]" if many else job_id
+                # the row's first job keeps the bare id, so adding takes or variants later
+                # never re-keys (and re-pays for) the job that already ran
+                first = number_in_row == 0 and take == 1
+                key = job_id if first or not many else f"{job_id}[{take_label}]"
             else:
                 key = job_key(model.model_id, normalised, take, 1)
                 seen[key] = seen.get(key, 0) + 1

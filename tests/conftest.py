@@ -130,7 +130,12 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def ledger_rows(db: Path) -> list[dict[str, Any]]:
-    """Every job in a ledger file, read with plain sqlite3."""
-    with sqlite3.connect(db) as conn:
+    """Every job in a ledger file, read with plain sqlite3 ([] before the run made it)."""
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY sheet_row, key")]
+        try:
+            return [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY sheet_row, key")]
+        except sqlite3.OperationalError:  # the run has not migrated it yet
+            return []

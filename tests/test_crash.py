@@ -236,3 +236,42 @@ def test_a_stuck_job_is_reported_not_dropped(tmp_path: Path) -> None:
         rows = read_csv(sheet)
         assert all(r["request_id"] for r in rows)
         assert all("after" in r["error"] for r in rows)
+
+
+def test_jobs_left_in_flight_by_a_crash_are_followed_again_past_the_job_timeout(
+    tmp_path: Path,
+) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(3))
+    db = tmp_path / "l.db"
+    with slow_sim(capacity=3, min_duration=1.5, max_duration=1.5) as server:
+        proc = start_cli(["run", sheet, "--db", db], server)
+        wait_until(lambda: sum(1 for r in ledger_rows(db) if r["request_id"]) == 3)
+        proc.kill()
+        proc.communicate(timeout=10)
+        wait_until(
+            lambda: all(
+                server.simulator.job_status(s.request_id) == "completed"
+                for s in server.simulator.submissions()
+            )
+        )
+        # the jobs are older than the timeout, yet this run looks at them and finds them done
+        rerun = run_cli(["run", sheet, "--db", db, "--job-timeout", "1"], server)
+
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert {r["status"] for r in read_csv(sheet)} == {"completed"}
+        assert len(server.simulator.submissions()) == 3
+
+
+def test_a_stop_leaves_submits_that_never_left_pending_not_unknown(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(8))
+    db = tmp_path / "l.db"
+    with slow_sim() as server:
+        proc = start_cli(["run", sheet, "--db", db, "--concurrency", "8", "--rate", "2"], server)
+        wait_until(lambda: len(server.simulator.submissions()) >= 2)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)
+
+        assert proc.returncode == 130
+        states = check_against_simulator(db, server.simulator)
+        assert states["unknown"] == 0 and states["submitting"] == 0
+        assert states["pending"] == 8 - len(server.simulator.submissions())

@@ -216,3 +216,24 @@ def test_the_demo_runs_and_says_where_the_results_are(tmp_path: Path) -> None:
     wb = load_workbook(tmp_path / "demo" / "demo_ads.xlsx")
     statuses = [c.value for c in wb["Ads"]["J"][1:]]
     assert statuses and all(s and set(s.split("\n")) == {"completed"} for s in statuses)
+
+
+def test_with_a_job_id_adding_takes_later_keeps_the_job_that_already_ran(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    rows = ad_rows(2, job_id=lambda i: f"hero-{i}")
+    sheet = write_csv(tmp_path / "ads.csv", rows)
+    assert run_cli(["run", sheet], sim).returncode == 0
+    first_ids = [r["request_id"] for r in read_csv(sheet)]
+
+    rows[0]["takes"] = 3
+    write_csv(sheet, rows)
+    result = run_cli(["run", sheet, "--quiet"], sim)
+
+    assert result.returncode == 0, result.stderr
+    assert len(sim.simulator.submissions()) == 4
+    out = read_csv(sheet)
+    assert out[0]["request_id"].split("\n")[0] == first_ids[0]
+    assert out[1]["request_id"] == first_ids[1]
+    # --quiet still prints the final summary
+    assert "4/4 done: 4 completed" in result.stdout
