@@ -433,6 +433,12 @@ class Pool:
         if self._poll_results:
             try:
                 return await self.client.result(request_id), True
+            except NotFoundError:
+                # an API that says 404 to results not ready yet: trust status to decide
+                status = await self.client.status(request_id)  # a real 404 raises here
+                self._poll_results = False
+                log.info("the API answers 404 to early result calls; polling status")
+                return status, False
             except ApiPermanentError as exc:
                 if exc.status_code not in (400, 405, 422) or isinstance(exc, BalanceError):
                     raise
