@@ -237,3 +237,14 @@ def test_with_a_job_id_adding_takes_later_keeps_the_job_that_already_ran(
     assert out[1]["request_id"] == first_ids[1]
     # --quiet still prints the final summary
     assert "4/4 done: 4 completed" in result.stdout
+
+
+def test_an_api_that_answers_404_to_early_results_is_polled_by_status(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(4))
+    config = fast_config(result_404_until_done=True, min_duration=0.3, max_duration=0.5)
+    with SimulatorServer(Simulator(config)) as server:
+        result = run_cli(["run", sheet], server)
+
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert {r["status"] for r in read_csv(sheet)} == {"completed"}
+        assert server.simulator.stats()["status"] > 0

@@ -235,6 +235,8 @@ class Simulator:
                 return _unknown(request_id)
             body = self._status_body(job)
             if job.status in ("in_queue", "in_progress"):
+                if self.config.result_404_until_done:
+                    return _unknown(request_id)
                 return Reply(200, body)
             body["created_at"] = job.sub.created_at
             body["finished_at"] = self._iso(job.finished)

@@ -61,6 +61,8 @@ class SimulatorConfig:
     models: tuple[str, ...] = (DEFAULT_MODEL_ID,)
     balance: float | None = None  # dollars; None = unlimited
     media_host: str = "localhost"  # a different host name than the API's, to catch token leaks
+    # Some APIs answer 404 to a result that is not ready yet; the client must cope with both.
+    result_404_until_done: bool = False
 
 
 @dataclass(frozen=True)
