@@ -29,6 +29,7 @@ from batchgen.errors import (
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 FINAL_STATUSES = frozenset({"completed", "succeeded", "failed", "cancelled"})
+_QUEUED_ALIASES = frozenset({"pending", "queued", "starting", "in_queue"})
 T = TypeVar("T")
 
 
@@ -395,6 +396,20 @@ def _epoch(value: Any) -> float | None:
     return parsed.timestamp()
 
 
+def normalise_status(status: str) -> str:
+    """An API status word as one of batchgen's (unknown words count as in progress)."""
+    status = status.lower()
+    if status in ("completed", "succeeded", "success"):
+        return "completed"
+    if status in ("failed", "error"):
+        return "failed"
+    if status in ("cancelled", "canceled"):
+        return "cancelled"
+    if status in _QUEUED_ALIASES:
+        return "in_queue"
+    return "in_progress"
+
+
 __all__ = [
     "DEFAULT_BASE_URL",
     "FINAL_STATUSES",
@@ -404,5 +419,6 @@ __all__ = [
     "JobStatus",
     "RetryPolicy",
     "Submitted",
+    "normalise_status",
     "token_from_env",
 ]

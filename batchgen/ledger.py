@@ -272,6 +272,12 @@ class Ledger:
             row.setdefault("updated_at", now)
             row["_key"] = key
             groups.setdefault(tuple(sorted(row)), []).append(row)
+        try:
+            self._update_groups(groups)
+        except SQLAlchemyError as exc:
+            raise LedgerError(f"cannot write the ledger: {exc.orig or exc}") from exc
+
+    def _update_groups(self, groups: dict[tuple[str, ...], list[dict[str, Any]]]) -> None:
         with self._begin() as conn:
             for columns, rows in groups.items():
                 statement = (

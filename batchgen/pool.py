@@ -13,9 +13,8 @@ from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
-from sqlalchemy.exc import SQLAlchemyError
 
-from batchgen.client import FINAL_STATUSES, ApiClient, JobStatus
+from batchgen.client import FINAL_STATUSES, ApiClient, JobStatus, normalise_status
 from batchgen.errors import (
     ApiError,
     ApiPermanentError,
@@ -27,12 +26,12 @@ from batchgen.errors import (
     SheetLockedError,
     SubmitUncertainError,
 )
+from batchgen.groupcommit import LedgerWriter
 from batchgen.ledger import JobRecord, Ledger
 from batchgen.pacing import InFlightLimit, PollClock
 
 log = logging.getLogger("batchgen")
 IN_FLIGHT = frozenset({"submitting", "in_queue", "in_progress"})
-_QUEUED_ALIASES = {"pending", "queued", "starting", "in_queue"}
 _UNKNOWN_HINT = (
     "the submit may have reached RunComfy but its answer was lost; check your RunComfy "
     "dashboard, then rerun with --resubmit-unknown to submit it again"
@@ -64,65 +63,6 @@ class EngineOptions:
     stop_grace: float = 5.0  # after a signal: how long submits in flight may take
     cancel_grace: float = 2.0  # then: how long --cancel-on-exit may take
     heartbeat_every: float = 20.0  # how often the run lock is renewed
-
-
-class LedgerWriter:
-    """Serialises ledger writes in one thread and commits whatever queued up together."""
-
-    def __init__(self, ledger: Ledger, on_failure: Callable[[LedgerError], None]) -> None:
-        self._ledger = ledger
-        self._on_failure = on_failure
-        self.failure: LedgerError | None = None
-        self._queue: list[tuple[str, dict[str, Any]]] = []
-        self._done: list[anyio.Event] = []
-        self._wake = anyio.Event()
-        self._limiter = anyio.CapacityLimiter(1)
-
-    async def write(self, key: str, values: dict[str, Any], *, durable: bool = True) -> None:
-        """Queue a change; with `durable`, return only once it is committed (or failed)."""
-        if self.failure is not None:
-            return  # the ledger cannot be written: the run is stopping
-        self._queue.append((key, values))
-        self._wake.set()
-        if durable:
-            event = anyio.Event()
-            self._done.append(event)
-            # shielded: a request_id that arrived must reach the disk even while stopping
-            with anyio.CancelScope(shield=True):
-                await event.wait()
-
-    async def run(self) -> None:
-        """Commit batches until cancelled; flush() drains what is left."""
-        while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Commit everything queued so far."""
-        while self._queue and self.failure is None:
-            batch, self._queue = self._queue, []
-            waiters, self._done = self._done, []
-            try:
-                if self._ledger.is_local:
-                    # a SQLite commit takes about a millisecond; in a thread it would wait
-                    # for the GIL behind the event loop, holding every write-ahead submit up
-                    self._ledger.update_jobs(batch)
-                else:
-                    with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(
-                            self._ledger.update_jobs, batch, limiter=self._limiter
-                        )
-            except SQLAlchemyError as exc:
-                self.failure = LedgerError(f"cannot write the ledger: {exc.orig or exc}")
-                self._on_failure(self.failure)
-            finally:
-                for event in waiters:
-                    event.set()
-        if self.failure is not None:
-            for event in self._done:
-                event.set()
-            self._done, self._queue = [], []
 
 
 class Pool:
@@ -327,7 +267,7 @@ class Pool:
                 await self._set(key, durable=True, state="failed", error=str(exc))
                 return
             self._reached = True
-            state = _normalise_status(answer.status)
+            state = normalise_status(answer.status)
             await self._set(
                 key,
                 durable=True,
@@ -395,7 +335,7 @@ class Pool:
                 except ApiError:
                     # anything else (5xx, 402 on a poll, bad answers) may pass: look again later
                     answer = None
-                done = answer is not None and _normalise_status(answer.status) in FINAL_STATUSES
+                done = answer is not None and normalise_status(answer.status) in FINAL_STATUSES
                 if not done and time.monotonic() - followed_since > self.options.job_timeout:
                     await self._set(
                         key,
@@ -407,7 +347,7 @@ class Pool:
                 if answer is None:
                     continue
                 self._reached = True
-                state = _normalise_status(answer.status)
+                state = normalise_status(answer.status)
                 if state in FINAL_STATUSES:
                     turnaround = answer.server_turnaround
                     if turnaround is None or turnaround < 0:
@@ -463,7 +403,7 @@ class Pool:
                 return True
             except ApiError:
                 return False  # it finished; the next look fetches the result again
-        final = _normalise_status(result.status)
+        final = normalise_status(result.status)
         if final not in FINAL_STATUSES:
             return False
         if final == "completed" and not result.video_url:
@@ -581,16 +521,3 @@ class Pool:
                 last_write = last_beat
                 # a big sheet is written less often, so writing never dominates the run
                 interval = max(self.options.checkpoint_every, 5 * (last_beat - began))
-
-
-def _normalise_status(status: str) -> str:
-    status = status.lower()
-    if status in ("completed", "succeeded", "success"):
-        return "completed"
-    if status in ("failed", "error"):
-        return "failed"
-    if status in ("cancelled", "canceled"):
-        return "cancelled"
-    if status in _QUEUED_ALIASES:
-        return "in_queue"
-    return "in_progress"
