@@ -36,6 +36,23 @@ class LedgerWriter:
             with anyio.CancelScope(shield=True):
                 await event.wait()
 
+    async def claim(self, key: str, *, expect: str, values: dict[str, Any]) -> bool:
+        """Apply `values` only if the job's state in the ledger is still `expect` (durable)."""
+        if self.failure is not None:
+            return False
+        try:
+            if self._ledger.is_local:
+                return self._ledger.claim_job(key, expect=expect, values=values)
+            with anyio.CancelScope(shield=True):
+                return await anyio.to_thread.run_sync(
+                    lambda: self._ledger.claim_job(key, expect=expect, values=values),
+                    limiter=self._limiter,
+                )
+        except LedgerError as exc:
+            self.failure = exc
+            self._on_failure(exc)
+            return False
+
     async def run(self) -> None:
         """Commit batches until cancelled; flush() drains what is left."""
         while True:

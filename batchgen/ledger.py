@@ -287,6 +287,20 @@ class Ledger:
                 )
                 conn.execute(statement, rows)
 
+    def claim_job(self, key: str, *, expect: str, values: dict[str, Any]) -> bool:
+        """Apply `values` to a job only if its state is still `expect`; True if it was."""
+        row = dict(values, updated_at=time.time())
+        statement = (
+            jobs_table.update()
+            .where((jobs_table.c.key == key) & (jobs_table.c.state == expect))
+            .values(**row)
+        )
+        try:
+            with self._begin() as conn:
+                return conn.execute(statement).rowcount == 1
+        except SQLAlchemyError as exc:
+            raise LedgerError(f"cannot write the ledger: {exc.orig or exc}") from exc
+
     @property
     def is_local(self) -> bool:
         """True for a SQLite file: writes are quick enough to make on the event loop."""

@@ -242,14 +242,8 @@ class Pool:
         record = self.records[key]
         keep_slot = False
         try:
-            await self._set(
-                key,
-                durable=True,
-                state="submitting",
-                submit_attempts=record.submit_attempts + 1,
-                submitted_at=time.time(),
-                error=None,
-            )
+            if not await self._claim(key):
+                return
             try:
                 answer = await self.client.submit(
                     record.model_id, record.payload, on_send=lambda: self._sent.add(key)
@@ -285,6 +279,34 @@ class Pool:
                 self._release()
             else:
                 self._wake()
+
+    async def _claim(self, key: str) -> bool:
+        """Write-ahead: mark the job `submitting` if its ledger state is still ours.
+
+        The update is conditional, so of several runners sharing one ledger only one
+        submits a given job; the others leave it to that one.
+        """
+        record = self.records[key]
+        values = {
+            "state": "submitting",
+            "submit_attempts": record.submit_attempts + 1,
+            "submitted_at": time.time(),
+            "error": None,
+        }
+        await self.writer.flush()  # earlier writes first, so the state compared is current
+        claimed = await self.writer.claim(key, expect=record.state, values=values)
+        if not claimed:
+            # shown in this sheet only: the ledger row belongs to the run that claimed it
+            record.error = "another run sharing this ledger submitted this job; rerun to see it"
+            self._dirty = True
+            log.warning("row %s: another run is submitting this job; left to it", record.sheet_row)
+            return False
+        previous = record.state
+        for name, value in values.items():
+            setattr(record, name, value)
+        self._dirty = True
+        self.events.job_changed(record, previous)
+        return True
 
     def _on_submit_refused(self, key: str, exc: BaseException) -> None:
         if isinstance(exc, AuthError):

@@ -275,3 +275,24 @@ def test_a_stop_leaves_submits_that_never_left_pending_not_unknown(tmp_path: Pat
         states = check_against_simulator(db, server.simulator)
         assert states["unknown"] == 0 and states["submitting"] == 0
         assert states["pending"] == 8 - len(server.simulator.submissions())
+
+
+def test_two_sheets_sharing_one_ledger_never_pay_twice_for_the_same_job(tmp_path: Path) -> None:
+    rows = ad_rows(12)
+    first = write_csv(tmp_path / "a.csv", rows)
+    second = write_csv(tmp_path / "b.csv", rows)
+    shared = str(tmp_path / "shared.db")
+    with slow_sim(capacity=8, min_duration=0.2, max_duration=0.4) as server:
+        procs = [
+            start_cli(["run", sheet, "--concurrency", "12"], server, BATCHGEN_DB=shared)
+            for sheet in (first, second)
+        ]
+        for proc in procs:
+            proc.communicate(timeout=60)
+            assert proc.returncode in (0, 1)
+        assert len(server.simulator.submissions()) == 12
+        # a rerun of either sheet shows every job, whoever paid for it
+        for sheet in (first, second):
+            assert run_cli(["run", sheet], server, BATCHGEN_DB=shared).returncode == 0
+            assert {r["status"] for r in read_csv(sheet)} == {"completed"}
+        assert len(server.simulator.submissions()) == 12
