@@ -13,14 +13,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from openpyxl import load_workbook
 
-from tests.conftest import TOKEN, ad_rows, read_csv, run_cli, write_csv, write_xlsx
+from tests.conftest import TOKEN, ad_rows, loopback_http, read_csv, run_cli, write_csv, write_xlsx
 
 JOB_SECONDS = 0.3
 
@@ -88,14 +88,8 @@ class _Api(BaseHTTPRequestHandler):
 def foreign_api() -> Iterator[str]:
     _Api.jobs = {}
     _Api.calls = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_http(_Api) as url:
+        yield url
 
 
 def test_a_csv_and_an_xlsx_run_against_another_implementation(

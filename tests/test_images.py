@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 from PIL import Image
 
-from tests.conftest import ad_rows, run_cli, write_csv
+from tests.conftest import ad_rows, loopback_http, run_cli, write_csv
 
 
 def _png(width: int, height: int) -> bytes:
@@ -55,15 +54,9 @@ class _Images(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def image_host() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Images)
     _Images.hits = {}
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_http(_Images) as url:
+        yield url
 
 
 def test_check_images_fetches_each_image_once_and_applies_the_rules(
