@@ -25,6 +25,7 @@ from batchgen.errors import LedgerError, SheetLockedError
 HOST = socket.gethostname()
 # A lock whose holder on another host has not beaten for this long is taken over.
 STALE_LOCK_SECONDS = 120.0
+MIGRATE_ATTEMPTS = 5
 
 metadata = sa.MetaData()
 jobs_table = sa.Table(
@@ -161,11 +162,20 @@ class Ledger:
         self.url = url
         try:
             self.engine = self._connect(url)
-            self._migrate()
         except SQLAlchemyError as exc:
-            raise LedgerError(
-                f"cannot open the ledger {self.display_url}: {exc.orig or exc}"
-            ) from exc
+            raise LedgerError(f"cannot open the ledger {url}: {exc}") from exc
+        for attempt in range(1, MIGRATE_ATTEMPTS + 1):
+            try:
+                self._migrate()
+                return
+            except SQLAlchemyError as exc:
+                # two runs opening a new shared ledger at once: one creates the tables, the
+                # other fails; after a pause it finds the schema at head and goes on
+                if attempt == MIGRATE_ATTEMPTS:
+                    raise LedgerError(
+                        f"cannot open the ledger {self.display_url}: {exc.orig or exc}"
+                    ) from exc
+                time.sleep(0.2 * attempt)
 
     @property
     def display_url(self) -> str:

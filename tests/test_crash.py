@@ -288,8 +288,8 @@ def test_two_sheets_sharing_one_ledger_never_pay_twice_for_the_same_job(tmp_path
             for sheet in (first, second)
         ]
         for proc in procs:
-            proc.communicate(timeout=60)
-            assert proc.returncode in (0, 1)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode in (0, 1), err
         assert len(server.simulator.submissions()) == 12
         # a rerun of either sheet shows every job, whoever paid for it
         for sheet in (first, second):
