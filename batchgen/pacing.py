@@ -17,10 +17,10 @@ MIN_DELAY = 0.1
 MAX_DELAY = 30.0
 _WINDOW = 120  # turnarounds remembered: recent enough to follow a change of load
 _LEARNED = 5  # samples before the distribution is trusted
-# Quantiles of the turnaround at which a job is checked, in steady state and while draining.
-# In steady state a late check costs nothing (the provider still has our queued jobs to run),
-# so few checks; while draining (nothing left to submit) every late detection adds to the
-# run's wall time, so finer steps.
+# Quantiles of the turnaround at which a job is checked. While the provider has jobs of ours
+# queued, a late check costs nothing (the freed slot goes to one of them), so few checks.
+# Otherwise (all our jobs running at once, or nothing left to submit) every late detection
+# leaves a slot idle or adds to the run's wall time, so finer steps.
 STEADY_STEPS = (0.8, 1.0)
 DRAIN_STEPS = (0.35, 0.55, 0.7, 0.82, 0.91, 0.97, 1.0)
 
@@ -33,6 +33,7 @@ class PollClock:
     _recent: deque[float] = field(default_factory=deque)
     _sorted: list[float] = field(default_factory=list)
     _finishes: deque[float] = field(default_factory=lambda: deque(maxlen=60))
+    _queued_seen: float = float("-inf")
 
     def observe(self, turnaround: float) -> None:
         """Record a finished job's time from submit to finish, and the finish itself."""
@@ -42,6 +43,17 @@ class PollClock:
         if len(self._recent) > _WINDOW:
             self._sorted.remove(self._recent.popleft())
         self._finishes.append(time.monotonic())
+
+    def saw_queued(self) -> None:
+        """Record that one of our jobs was waiting in the provider's queue just now."""
+        self._queued_seen = time.monotonic()
+
+    @property
+    def buffered(self) -> bool:
+        """True while the provider lately had jobs of ours waiting: a late check then
+        costs nothing, since a finished job's slot goes to one of ours at once."""
+        horizon = max(2.0, 6 * self.quantile(0.5))
+        return time.monotonic() - self._queued_seen < horizon
 
     @property
     def learned(self) -> bool:
@@ -77,17 +89,18 @@ class PollClock:
         if state == "in_queue" and queue_position is not None and checks > 0 and rate:
             # still waiting: it starts after the jobs ahead of it, then runs at least briefly
             return _clamp((queue_position + 1) / rate + self.quantile(0.05) * 0.5)
-        steps = DRAIN_STEPS if self.draining else STEADY_STEPS
+        lazy = self.buffered and not self.draining
+        steps = STEADY_STEPS if lazy else DRAIN_STEPS
         spread = max(self.quantile(0.9) - self.quantile(0.1), self.quantile(0.5) * 0.2)
         # checks closer together than this learn little and cost a call each
-        gap = MIN_DELAY if self.draining else max(MIN_DELAY, spread * 0.12)
+        gap = max(MIN_DELAY, spread * 0.12) if lazy else MIN_DELAY
         for q in steps[min(checks, len(steps) - 1) :]:
             target = self.quantile(q) - age
             if target >= gap:
                 return _clamp(target)
         # older than anything seen lately (early in a run the first finishers are the short
         # jobs): steps that grow with its age, finer while draining, when lateness is costly
-        if self.draining:
+        if not lazy:
             return _clamp(max(MIN_DELAY, spread * 0.1))
         return _clamp(max(gap, spread * 0.25, age * 0.5))
 

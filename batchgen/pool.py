@@ -380,6 +380,8 @@ class Pool:
                         return
                     continue
                 last_look = time.monotonic()
+                if state == "in_queue":
+                    self.clock.saw_queued()
                 if state != record.state or answer.queue_position != record.queue_position:
                     extra = {"started_at": time.time()} if state == "in_progress" else {}
                     await self._set(key, state=state, queue_position=answer.queue_position, **extra)
