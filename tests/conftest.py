@@ -86,11 +86,25 @@ def run_cli(
     )
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_background_runs() -> Iterator[None]:
+    """A test that fails midway must not leave a `batchgen run` behind it."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
 def start_cli(
     args: Sequence[str], server: SimulatorServer | None, **env: str
 ) -> subprocess.Popen[str]:
-    """Start `batchgen ARGS` in the background."""
-    return subprocess.Popen(
+    """Start `batchgen ARGS` in the background (killed after the test if still running)."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "batchgen", *map(str, args)],
         env=cli_env(server, **env),
         stdout=subprocess.PIPE,
@@ -98,6 +112,8 @@ def start_cli(
         text=True,
         stdin=subprocess.DEVNULL,
     )
+    _STARTED.append(proc)
+    return proc
 
 
 def ad_rows(count: int, **columns: Any) -> list[dict[str, Any]]:
