@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, TextIO
 
 from batchgen.ledger import JobRecord
-from batchgen.report import Outcome, sheet_status
+from batchgen.report import Outcome, outcome, sheet_status
 
 log = logging.getLogger("batchgen")
 STATE_ORDER = (
@@ -70,13 +70,8 @@ class RunReporter:
 
     def start(self, batch: Any, records: dict[str, JobRecord]) -> None:
         """Count the jobs as the run begins."""
-        for job in batch.plan.jobs:
-            record = records.get(job.key)
-            self.counts[sheet_status(record.state if record else "pending")] += 1
-            if record and record.request_id and record.estimated_cost:
-                self.spend += record.estimated_cost
-        self.counts["invalid"] += len(batch.plan.invalid)
-        self.total = len(batch.plan.jobs) + len(batch.plan.invalid)
+        start = outcome(batch.plan, records)
+        self.counts, self.total, self.spend = start.counts, start.jobs, start.estimated_spend
         log.info(
             "run %s: %d rows, %s",
             batch.config.sheet.name,

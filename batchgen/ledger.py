@@ -90,6 +90,11 @@ class JobRecord:
     updated_at: float = 0.0
     download_path: str | None = None
 
+    def update(self, values: dict[str, Any]) -> None:
+        """Set several fields at once (in memory only)."""
+        for name, value in values.items():
+            setattr(self, name, value)
+
 
 _RECORD_FIELDS = [f.name for f in fields(JobRecord)]
 

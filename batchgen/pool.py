@@ -130,8 +130,7 @@ class Pool:
     async def _set(self, key: str, *, durable: bool = False, **values: Any) -> JobRecord:
         record = self.records[key]
         previous = record.state
-        for name, value in values.items():
-            setattr(record, name, value)
+        record.update(values)
         record.updated_at = time.time()
         await self.writer.write(key, values, durable=durable)
         self._dirty = True
@@ -302,8 +301,7 @@ class Pool:
             log.warning("row %s: another run is submitting this job; left to it", record.sheet_row)
             return False
         previous = record.state
-        for name, value in values.items():
-            setattr(record, name, value)
+        record.update(values)
         self._dirty = True
         self.events.job_changed(record, previous)
         return True

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchgen.ledger import JobRecord
-from batchgen.specs import SheetPlan
+from batchgen.specs import Problem, SheetPlan
 
 # Ledger states as the sheet shows them; `submitting` never outlives a run.
 SHEET_STATUS = {"submitting": "pending"}
@@ -87,6 +87,11 @@ def outcome(plan: SheetPlan, records: Mapping[str, JobRecord]) -> Outcome:
     return result
 
 
+def problems_text(problems: Sequence[Problem]) -> str:
+    """An invalid row's problems as the sheet's error cell says them."""
+    return "; ".join(f"{p.column}: {p.message}" for p in problems)
+
+
 def sheet_cells(plan: SheetPlan, records: Mapping[str, JobRecord]) -> dict[int, dict[str, str]]:
     """Output cells per sheet row: one line per job in each of the four columns."""
     cells: dict[int, dict[str, str]] = {}
@@ -102,7 +107,7 @@ def sheet_cells(plan: SheetPlan, records: Mapping[str, JobRecord]) -> dict[int, 
             lines["error"].append(prefix + error if error else "")
         cells[row] = {name: _join(values) for name, values in lines.items()}
     for row, problems in plan.invalid.items():
-        message = "; ".join(f"{p.column}: {p.message}" for p in problems)
+        message = problems_text(problems)
         cells[row] = {"request_id": "", "status": "invalid", "video_url": "", "error": message}
     return cells
 
@@ -139,7 +144,7 @@ def results_rows(plan: SheetPlan, records: Mapping[str, JobRecord]) -> list[list
             )
         )
     for row, problems in plan.invalid.items():
-        message = "; ".join(f"{p.column}: {p.message}" for p in problems)
+        message = problems_text(problems)
         rows.append(
             (row, [row, None, None, None, None, "invalid", None, message, None, None, None, None])
         )

@@ -82,6 +82,11 @@ def open_ledger(config: RunConfig) -> Ledger:
     return Ledger(ledger_url(config.db, config.sheet))
 
 
+def plan_records(batch: Batch, ledger: Ledger) -> dict[str, JobRecord]:
+    """The ledger's records of the plan's jobs (inputs come from the plan, not decoded)."""
+    return ledger.get_jobs([job.key for job in batch.plan.jobs], payloads=False)
+
+
 def write_sheet(batch: Batch, records: dict[str, JobRecord]) -> Path:
     """Write output cells and the per-job table back to the sheet (atomically)."""
     results = sheets.Results(
@@ -150,13 +155,13 @@ def plan_resume(
                 "rerun with --resubmit-unknown to submit it again",
             }
             changes.append((job.key, values))
-            _apply(record, values)
+            record.update(values)
         if record.state == "unknown" and config.resubmit_unknown:
             to_submit.append(job.key)
         elif record.state == "failed" and config.retry_failed:
             values = {"state": "pending", "request_id": None, "error": None, "video_url": None}
             changes.append((job.key, values))
-            _apply(record, values)
+            record.update(values)
             to_submit.append(job.key)
         elif record.state == "pending":
             to_submit.append(job.key)
@@ -164,11 +169,6 @@ def plan_resume(
             spent += record.estimated_cost or 0.0
     ledger.update_jobs(changes)
     return to_submit, spent
-
-
-def _apply(record: JobRecord, values: dict[str, Any]) -> None:
-    for name, value in values.items():
-        setattr(record, name, value)
 
 
 def download_name(batch: Batch) -> Callable[[JobRecord], str]:
@@ -292,7 +292,7 @@ def batch_status(config: RunConfig) -> StatusReport:
     batch = load_batch(config)
     ledger = open_ledger(config)
     try:
-        records = ledger.get_jobs([job.key for job in batch.plan.jobs])
+        records = plan_records(batch, ledger)
         holder = ledger.live_lock_holder(batch.scope)
     finally:
         ledger.close()
@@ -315,7 +315,7 @@ def cancel_batch(config: RunConfig) -> CancelReport:
     token = token_from_env()
     ledger = open_ledger(config)
     try:
-        records = ledger.get_jobs([job.key for job in batch.plan.jobs])
+        records = plan_records(batch, ledger)
         targets = [r for r in records.values() if r.state in IN_FLIGHT and r.request_id]
         result = anyio.run(_cancel_all, config, token, targets)
         if result.auth_error is not None:
@@ -400,7 +400,7 @@ def report_batch(config: RunConfig, out: Path) -> Path:
     batch = load_batch(config)
     ledger = open_ledger(config)
     try:
-        records = ledger.get_jobs([job.key for job in batch.plan.jobs])
+        records = plan_records(batch, ledger)
     finally:
         ledger.close()
     return htmlreport.render_report(
