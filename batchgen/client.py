@@ -6,6 +6,7 @@ import json
 import os
 import random
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
+from batchgen._transport import LeanTransport
 from batchgen.errors import (
     ApiError,
     ApiPermanentError,
@@ -167,15 +169,20 @@ class ApiClient:
         self.limiter = RateLimiter(rate)
         self.calls: dict[str, int] = {"submit": 0, "status": 0, "result": 0, "cancel": 0}
         self.on_rate_limited: Callable[[], None] | None = None
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+        self._headers = httpx.Headers(
+            {"Authorization": f"Bearer {token}", "User-Agent": "batchgen/0.1"}
         )
+        connect = min(timeout, 10.0)
+        self._timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": None}
+        # requests go straight to the lean transport: the API needs none of the client's
+        # cookie, auth or redirect handling, which cost more CPU than the exchange itself;
+        # a proxy from the environment gets httpx's own client and transport instead
+        self._transport = _api_transport(self.base_url, max_connections)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "batchgen/0.1"},
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0), pool=None),
-            limits=limits,
+            timeout=httpx.Timeout(timeout, connect=connect, pool=None),
+            limits=httpx.Limits(max_connections=max_connections),
             follow_redirects=False,  # a redirect must never carry the token to another host
+            transport=self._transport,
         )
         # Media lives on other hosts: a separate client that never holds the token, made
         # on first use (its TLS set-up costs time that most runs need not spend)
@@ -212,7 +219,7 @@ class ApiClient:
             async with self._slots:
                 if on_send is not None:
                     on_send()
-                response = await self._http.request(method, path, json=body)
+                response = await self._send(method, path, body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # the request never left: safe to repeat, even a submit
             raise ApiTransientError(
@@ -232,6 +239,20 @@ class ApiClient:
             raise error(f"{kind}: the API answered HTTP {response.status_code} without valid JSON")
         _raise_for_answer(response, data, kind)
         return data
+
+    async def _send(self, method: str, path: str, body: Any) -> httpx.Response:
+        request = httpx.Request(
+            method,
+            self.base_url + path,
+            headers=self._headers,
+            json=body,
+            extensions={"timeout": self._timeouts},
+        )
+        if self._transport is None:
+            return await self._http.send(request)
+        response = await self._transport.handle_async_request(request)
+        await response.aread()
+        return response
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(1, self.retry.attempts + 1):
@@ -348,6 +369,17 @@ async def stream_prefix(
                 return int(length) if length and length.isdigit() else None
         except httpx.TransportError as exc:
             raise ApiTransientError(f"cannot fetch it ({_brief(exc)})") from exc
+
+
+def _api_transport(base_url: str, max_connections: int) -> LeanTransport | None:
+    """The lean transport, unless a proxy from the environment applies (httpx's own handles it)."""
+    host = httpx.URL(base_url).host
+    proxies = urllib.request.getproxies()
+    if any(key in proxies for key in ("http", "https", "all")) and not urllib.request.proxy_bypass(
+        host
+    ):
+        return None
+    return LeanTransport(max_connections=max_connections)
 
 
 def _brief(exc: BaseException) -> str:

@@ -1,25 +1,39 @@
-"""Group commit: ledger writes from many tasks, committed together, durable when awaited."""
+"""Group commit: ledger writes and claims from many tasks, committed together."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 
 from batchgen.errors import LedgerError
-from batchgen.ledger import Ledger
+from batchgen.ledger import Claim, Ledger
+
+COMMIT_WINDOW = 0.005  # seconds: the most a durable write waits for others to share its commit
+
+
+class _Waiter:
+    """A task waiting for its write or claim to be committed."""
+
+    __slots__ = ("event", "won_at")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.won_at: float | None = None
 
 
 class LedgerWriter:
-    """Serialises ledger writes in one thread and commits whatever queued up together."""
+    """Queues ledger writes and claims and commits whatever queued up in one transaction."""
 
     def __init__(self, ledger: Ledger, on_failure: Callable[[LedgerError], None]) -> None:
         self._ledger = ledger
         self._on_failure = on_failure
         self.failure: LedgerError | None = None
         self._queue: list[tuple[str, dict[str, Any]]] = []
-        self._done: list[anyio.Event] = []
+        self._done: list[_Waiter] = []
+        self._claims: list[tuple[Claim, _Waiter]] = []
         self._wake = anyio.Event()
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -30,58 +44,81 @@ class LedgerWriter:
         self._queue.append((key, values))
         self._wake.set()
         if durable:
-            event = anyio.Event()
-            self._done.append(event)
-            # shielded: a request_id that arrived must reach the disk even while stopping
-            with anyio.CancelScope(shield=True):
-                await event.wait()
+            waiter = _Waiter()
+            self._done.append(waiter)
+            await self._committed(waiter)
 
-    async def claim(self, key: str, *, expect: str, values: dict[str, Any]) -> bool:
-        """Apply `values` only if the job's state in the ledger is still `expect` (durable)."""
+    async def claim(self, key: str, *, expect: str) -> float | None:
+        """Claim a job for submission (ledger.Claim) after every write queued before it.
+
+        Returns, once committed, the claim's time (its submitted_at), or None if the job's
+        state was no longer `expect` or the ledger failed.
+        """
         if self.failure is not None:
-            return False
-        try:
-            if self._ledger.is_local:
-                return self._ledger.claim_job(key, expect=expect, values=values)
-            with anyio.CancelScope(shield=True):
-                return await anyio.to_thread.run_sync(
-                    lambda: self._ledger.claim_job(key, expect=expect, values=values),
-                    limiter=self._limiter,
-                )
-        except LedgerError as exc:
-            self.failure = exc
-            self._on_failure(exc)
-            return False
+            return None
+        waiter = _Waiter()
+        self._claims.append((Claim(key, expect), waiter))
+        self._wake.set()
+        await self._committed(waiter)
+        return waiter.won_at if self.failure is None else None
+
+    @staticmethod
+    async def _committed(waiter: _Waiter) -> None:
+        # shielded: a request_id that arrived must reach the disk even while stopping
+        with anyio.CancelScope(shield=True):
+            await waiter.event.wait()
 
     async def run(self) -> None:
         """Commit batches until cancelled; flush() drains what is left."""
+        last = -COMMIT_WINDOW
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
+            # a busy run commits at most once per window: the writes of every task that
+            # got an answer meanwhile share that commit (each costs about half a millisecond)
+            wait = last + COMMIT_WINDOW - anyio.current_time()
+            if wait > 0:
+                await anyio.sleep(wait)
+            else:
+                await anyio.lowlevel.checkpoint()
+            last = anyio.current_time()
             await self.flush()
 
     async def flush(self) -> None:
         """Commit everything queued so far."""
-        while self._queue and self.failure is None:
+        while (self._queue or self._claims) and self.failure is None:
             batch, self._queue = self._queue, []
+            claims, self._claims = self._claims, []
             waiters, self._done = self._done, []
             try:
-                if self._ledger.is_local:
-                    # a SQLite commit takes about a millisecond; in a thread it would wait
-                    # for the GIL behind the event loop, holding every write-ahead submit up
-                    self._ledger.update_jobs(batch)
-                else:
-                    with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(
-                            self._ledger.update_jobs, batch, limiter=self._limiter
-                        )
+                now = time.time()
+                won = await self._write(batch, [claim for claim, _ in claims], now)
+                for (_, waiter), result in zip(claims, won, strict=True):
+                    waiter.won_at = now if result else None
             except LedgerError as exc:
                 self.failure = exc
                 self._on_failure(exc)
             finally:
-                for event in waiters:
-                    event.set()
+                for waiter in waiters:
+                    waiter.event.set()
+                for _, waiter in claims:
+                    waiter.event.set()
         if self.failure is not None:
-            for event in self._done:
-                event.set()
-            self._done, self._queue = [], []
+            for waiter in self._done:
+                waiter.event.set()
+            for _, waiter in self._claims:
+                waiter.event.set()
+            self._done, self._queue, self._claims = [], [], []
+
+    async def _write(
+        self, batch: list[tuple[str, dict[str, Any]]], claims: list[Claim], now: float
+    ) -> list[bool]:
+        def write() -> list[bool]:
+            return self._ledger.write_jobs(batch, claims, now=now)
+
+        if self._ledger.is_local:
+            # a SQLite commit takes about a millisecond; in a thread it would wait for the
+            # GIL behind the event loop, holding every write-ahead submit up
+            return write()
+        with anyio.CancelScope(shield=True):
+            return await anyio.to_thread.run_sync(write, limiter=self._limiter)

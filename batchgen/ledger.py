@@ -100,6 +100,42 @@ _RECORD_FIELDS = [f.name for f in fields(JobRecord)]
 
 
 @dataclass(frozen=True)
+class Claim:
+    """Write-ahead mark of a job about to be submitted, won only if its state is `expect`.
+
+    A won claim sets state `submitting`, adds one to submit_attempts, clears the error and
+    stamps submitted_at with the commit's time.
+    """
+
+    key: str
+    expect: str
+
+
+class _Prepared:
+    """A statement compiled once for a dialect, run at the driver level.
+
+    SQLAlchemy's per-execution work (cache keys, parameter processing, result set-up) costs
+    several times the SQLite work for these small updates, which a busy run makes thousands
+    of. The jobs table's types need no bind processing, so the driver takes plain values.
+    """
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        self._defaults: dict[str, Any] = dict(compiled.params)
+        self._order: tuple[str, ...] | None = (
+            tuple(compiled.positiontup) if compiled.positional else None
+        )
+
+    def params(self, row: dict[str, Any]) -> Any:
+        """The driver's parameters for one row (positional or named, as the dialect wants)."""
+        values = {**self._defaults, **row}
+        if self._order is None:
+            return values
+        return tuple(values[name] for name in self._order)
+
+
+@dataclass(frozen=True)
 class LockInfo:
     """Who holds a sheet's run lock, and what it last reported."""
 
@@ -165,6 +201,7 @@ class Ledger:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._statements: dict[tuple[str, ...], _Prepared] = {}
         try:
             self.engine = self._connect(url)
         except SQLAlchemyError as exc:
@@ -272,9 +309,27 @@ class Ledger:
 
     def update_jobs(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Apply (key, {column: value}) changes in one transaction (a group commit)."""
-        if not changes:
-            return
-        now = time.time()
+        self.write_jobs(changes, [])
+
+    def claim_job(self, key: str, *, expect: str) -> bool:
+        """Claim one job for submission (see Claim); True if it was still `expect`."""
+        return self.write_jobs([], [Claim(key, expect)], now=time.time())[0]
+
+    def write_jobs(
+        self,
+        changes: Sequence[tuple[str, dict[str, Any]]],
+        claims: Sequence[Claim] = (),
+        *,
+        now: float | None = None,
+    ) -> list[bool]:
+        """Apply changes, then claims, in one transaction; whether each claim won.
+
+        A claim is a conditional update, so of several runners sharing one ledger exactly one
+        wins each job. `now` stamps updated_at (and a won claim's submitted_at).
+        """
+        if not changes and not claims:
+            return []
+        now = time.time() if now is None else now
         merged: dict[str, dict[str, Any]] = {}
         for key, values in changes:
             merged.setdefault(key, {}).update(values)
@@ -288,33 +343,47 @@ class Ledger:
             row["_key"] = key
             groups.setdefault(tuple(sorted(row)), []).append(row)
         try:
-            self._update_groups(groups)
+            with self._begin() as conn:
+                for columns, rows in groups.items():
+                    update = self._prepared(conn, columns)
+                    conn.exec_driver_sql(update.sql, [update.params(row) for row in rows])
+                won = self._claim(conn, claims, now) if claims else set()
         except SQLAlchemyError as exc:
             raise LedgerError(f"cannot write the ledger: {exc.orig or exc}") from exc
+        return [claim.key in won for claim in claims]
 
-    def _update_groups(self, groups: dict[tuple[str, ...], list[dict[str, Any]]]) -> None:
-        with self._begin() as conn:
-            for columns, rows in groups.items():
+    def _claim(self, conn: Any, claims: Sequence[Claim], now: float) -> set[str]:
+        """The keys of the claims won, in the transaction of `conn`."""
+        claim = self._prepared(conn, ("claim",))
+        won: set[str] = set()
+        for item in claims:
+            params = claim.params({"_key": item.key, "_expect": item.expect, "_now": now})
+            if conn.exec_driver_sql(claim.sql, params).rowcount == 1:
+                won.add(item.key)
+        return won
+
+    def _prepared(self, conn: Any, name: tuple[str, ...]) -> _Prepared:
+        """An UPDATE by key, compiled once: the claim's (see Claim), or one setting `name`."""
+        prepared = self._statements.get(name)
+        if prepared is None:
+            where = jobs_table.c.key == sa.bindparam("_key")
+            if name == ("claim",):
                 statement = (
                     jobs_table.update()
-                    .where(jobs_table.c.key == sa.bindparam("_key"))
-                    .values({c: sa.bindparam(c) for c in columns if c != "_key"})
+                    .where(where & (jobs_table.c.state == sa.bindparam("_expect")))
+                    .values(
+                        state=sa.bindparam("_state", "submitting"),
+                        submit_attempts=jobs_table.c.submit_attempts + 1,
+                        submitted_at=sa.bindparam("_now"),
+                        error=None,
+                        updated_at=sa.bindparam("_now"),
+                    )
                 )
-                conn.execute(statement, rows)
-
-    def claim_job(self, key: str, *, expect: str, values: dict[str, Any]) -> bool:
-        """Apply `values` to a job only if its state is still `expect`; True if it was."""
-        row = dict(values, updated_at=time.time())
-        statement = (
-            jobs_table.update()
-            .where((jobs_table.c.key == key) & (jobs_table.c.state == expect))
-            .values(**row)
-        )
-        try:
-            with self._begin() as conn:
-                return conn.execute(statement).rowcount == 1
-        except SQLAlchemyError as exc:
-            raise LedgerError(f"cannot write the ledger: {exc.orig or exc}") from exc
+            else:
+                values = {c: sa.bindparam(c) for c in name if c != "_key"}
+                statement = jobs_table.update().where(where).values(values)
+            prepared = self._statements[name] = _Prepared(statement, conn.dialect)
+        return prepared
 
     @property
     def is_local(self) -> bool:

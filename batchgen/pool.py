@@ -286,22 +286,24 @@ class Pool:
         submits a given job; the others leave it to that one.
         """
         record = self.records[key]
-        values = {
-            "state": "submitting",
-            "submit_attempts": record.submit_attempts + 1,
-            "submitted_at": time.time(),
-            "error": None,
-        }
-        await self.writer.flush()  # earlier writes first, so the state compared is current
-        claimed = await self.writer.claim(key, expect=record.state, values=values)
-        if not claimed:
+        claimed_at = await self.writer.claim(key, expect=record.state)
+        if claimed_at is None:
+            if self.writer.failure is not None:
+                return False
             # shown in this sheet only: the ledger row belongs to the run that claimed it
             record.error = "another run sharing this ledger submitted this job; rerun to see it"
             self._dirty = True
             log.warning("row %s: another run is submitting this job; left to it", record.sheet_row)
             return False
         previous = record.state
-        record.update(values)
+        record.update(
+            {
+                "state": "submitting",
+                "submit_attempts": record.submit_attempts + 1,
+                "submitted_at": claimed_at,
+                "error": None,
+            }
+        )
         self._dirty = True
         self.events.job_changed(record, previous)
         return True
