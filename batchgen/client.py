@@ -212,7 +212,8 @@ class ApiClient:
         """One HTTP exchange; transport failures become ApiTransientError (submit: uncertain)."""
         await self.limiter.acquire()
         if self._slots is None:  # made here: anyio primitives need the running loop
-            self._slots = anyio.Semaphore(self._max_connections)
+            # fast_acquire: a free slot is taken without a trip round the event loop
+            self._slots = anyio.Semaphore(self._max_connections, fast_acquire=True)
         self.calls[kind] += 1
         try:
             # at most one request per connection: httpcore's pool slows down with a long queue

@@ -14,16 +14,6 @@ from batchgen.ledger import Claim, Ledger
 COMMIT_WINDOW = 0.005  # seconds: the most a durable write waits for others to share its commit
 
 
-class _Waiter:
-    """A task waiting for its write or claim to be committed."""
-
-    __slots__ = ("event", "won_at")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.won_at: float | None = None
-
-
 class LedgerWriter:
     """Queues ledger writes and claims and commits whatever queued up in one transaction."""
 
@@ -32,8 +22,9 @@ class LedgerWriter:
         self._on_failure = on_failure
         self.failure: LedgerError | None = None
         self._queue: list[tuple[str, dict[str, Any]]] = []
-        self._done: list[_Waiter] = []
-        self._claims: list[tuple[Claim, _Waiter]] = []
+        self._claims: list[Claim] = []
+        self._claimed_at: dict[str, float | None] = {}  # claim results not yet collected
+        self._committed = anyio.Event()  # set once the changes queued so far are committed
         self._wake = anyio.Event()
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -44,9 +35,7 @@ class LedgerWriter:
         self._queue.append((key, values))
         self._wake.set()
         if durable:
-            waiter = _Waiter()
-            self._done.append(waiter)
-            await self._committed(waiter)
+            await self._wait(self._committed)
 
     async def claim(self, key: str, *, expect: str) -> float | None:
         """Claim a job for submission (ledger.Claim) after every write queued before it.
@@ -56,17 +45,17 @@ class LedgerWriter:
         """
         if self.failure is not None:
             return None
-        waiter = _Waiter()
-        self._claims.append((Claim(key, expect), waiter))
+        self._claims.append(Claim(key, expect))
         self._wake.set()
-        await self._committed(waiter)
-        return waiter.won_at if self.failure is None else None
+        await self._wait(self._committed)
+        claimed_at = self._claimed_at.pop(key, None)
+        return claimed_at if self.failure is None else None
 
     @staticmethod
-    async def _committed(waiter: _Waiter) -> None:
+    async def _wait(committed: anyio.Event) -> None:
         # shielded: a request_id that arrived must reach the disk even while stopping
         with anyio.CancelScope(shield=True):
-            await waiter.event.wait()
+            await committed.wait()
 
     async def run(self) -> None:
         """Commit batches until cancelled; flush() drains what is left."""
@@ -89,26 +78,20 @@ class LedgerWriter:
         while (self._queue or self._claims) and self.failure is None:
             batch, self._queue = self._queue, []
             claims, self._claims = self._claims, []
-            waiters, self._done = self._done, []
+            committed, self._committed = self._committed, anyio.Event()
             try:
                 now = time.time()
-                won = await self._write(batch, [claim for claim, _ in claims], now)
-                for (_, waiter), result in zip(claims, won, strict=True):
-                    waiter.won_at = now if result else None
+                won = await self._write(batch, claims, now)
+                for claim, result in zip(claims, won, strict=True):
+                    self._claimed_at[claim.key] = now if result else None
             except LedgerError as exc:
                 self.failure = exc
                 self._on_failure(exc)
             finally:
-                for waiter in waiters:
-                    waiter.event.set()
-                for _, waiter in claims:
-                    waiter.event.set()
+                committed.set()
         if self.failure is not None:
-            for waiter in self._done:
-                waiter.event.set()
-            for _, waiter in self._claims:
-                waiter.event.set()
-            self._done, self._queue, self._claims = [], [], []
+            self._committed.set()  # nobody waits on a ledger that cannot be written
+            self._queue, self._claims = [], []
 
     async def _write(
         self, batch: list[tuple[str, dict[str, Any]]], claims: list[Claim], now: float

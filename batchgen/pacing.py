@@ -84,7 +84,7 @@ class PollClock:
         """
         if not self.learned:
             # nothing learned yet: a gentle exponential from the floor
-            return _clamp(0.25 * 2.0**checks)
+            return _clamp(MIN_DELAY * 2.0**checks)
         rate = self.completion_rate()
         if state == "in_queue" and queue_position is not None and checks > 0 and rate:
             # still waiting: it starts after the jobs ahead of it, then runs at least briefly

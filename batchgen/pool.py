@@ -154,7 +154,9 @@ class Pool:
         self._changed = anyio.Event()
         self._poll_scope = anyio.CancelScope()
         self._submit_scope = anyio.CancelScope()
-        self._submit_slots = anyio.Semaphore(max(1, self.options.submits_in_flight))
+        self._submit_slots = anyio.Semaphore(
+            max(1, self.options.submits_in_flight), fast_acquire=True
+        )
         self._download_slots = anyio.Semaphore(4)
 
     async def run(self) -> None:

@@ -212,7 +212,8 @@ def run_batch(
         to_submit, spent = plan_resume(batch, ledger, records)
         if observer is not None:
             observer.start(batch, records)
-        written = write_sheet(batch, records)
+        # the sheet is first written at the first checkpoint (5 s), not here: a short run
+        # would spend a write on cells that only say "pending"
         pool = _make_pool(batch, ledger, records, to_submit, spent, token, events, run_id)
         anyio.run(pool.run)
         written = write_sheet(batch, records)
