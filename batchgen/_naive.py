@@ -1,8 +1,10 @@
 """A deliberately naive runner, the benchmark's yardstick: asyncio, httpx and plain sqlite3.
 
-It does what a careful first version would: read the CSV with the csv module, one job per
-row, an asyncio.Semaphore for concurrency, a status poll every 2 seconds, one sqlite3 commit
-per change, and the results written back into the CSV at the end. It is correct (a rerun
+It does what a careful first version would: read the sheet (a CSV with the csv module, an
+xlsx with pandas.read_excel), one job per row, an asyncio.Semaphore for concurrency, a status
+poll every 2 seconds, one sqlite3 commit per change, and the results written back at the end
+(a CSV rewritten; an xlsx opened with openpyxl, its cells set and saved, keeping the user's
+formatting). It is correct (a rerun
 follows jobs it already submitted and never submits a job twice) but makes no effort to be
 fast.
 """
@@ -74,12 +76,25 @@ class NaiveResult:
     calls: dict[str, int]
 
 
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and non-blank data rows of a CSV or xlsx file, as text."""
+    if path.suffix.lower() == ".xlsx":
+        import pandas as pd
+
+        frame = pd.read_excel(path, dtype=str, keep_default_na=False)
+        header = [str(name) for name in frame.columns]
+        rows = [[str(cell) for cell in row] for row in frame.itertuples(index=False)]
+    else:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            rows = list(reader)
+    return header, [row for row in rows if any(cell.strip() for cell in row)]
+
+
 def load_sheet(path: Path) -> NaiveSheet:
-    """Read the CSV and validate that every row has the required cells."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        rows = [row for row in reader if any(cell.strip() for cell in row)]
+    """Read the sheet and validate that every row has the required cells."""
+    header, rows = _read_rows(path)
     sheet = NaiveSheet(path, header, rows)
     columns = {name.strip().lower(): i for i, name in enumerate(header)}
     for index, row in enumerate(rows):
@@ -136,7 +151,7 @@ def save(conn: sqlite3.Connection, job: NaiveJob) -> None:
 
 
 def write_back(sheet: NaiveSheet) -> None:
-    """Rewrite the CSV with the four output columns filled (reused if present), atomically."""
+    """Write the four output columns (reused if present) into the sheet, atomically."""
     header = list(sheet.header)
     names = [h.strip().lower() for h in header]
     positions = {}
@@ -157,12 +172,34 @@ def write_back(sheet: NaiveSheet) -> None:
         for name, value in zip(OUTPUT_COLUMNS, values, strict=True):
             row[positions[name]] = value or ""
         out.append(row)
+    if sheet.path.suffix.lower() == ".xlsx":
+        _write_xlsx(sheet.path, header, out, positions)
+        return
     fd, tmp = tempfile.mkstemp(dir=sheet.path.parent, suffix=".tmp")
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(out)
     os.replace(tmp, sheet.path)
+
+
+def _write_xlsx(
+    path: Path, header: list[str], rows: list[list[str]], positions: dict[str, int]
+) -> None:
+    """Set the output cells with openpyxl (first worksheet) and save, atomically."""
+    import openpyxl
+
+    book = openpyxl.load_workbook(path)
+    sheet = book.worksheets[0]
+    for name in OUTPUT_COLUMNS:
+        column = positions[name] + 1
+        sheet.cell(row=1, column=column, value=header[positions[name]])
+        for number, row in enumerate(rows, start=2):
+            sheet.cell(row=number, column=column, value=row[positions[name]])
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".xlsx")
+    os.close(fd)
+    book.save(tmp)
+    os.replace(tmp, path)
 
 
 class _Runner:

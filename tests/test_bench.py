@@ -21,6 +21,7 @@ SMALL = {
     "min_duration": 0.05,
     "max_duration": 0.15,
     "instant_jobs": 40,
+    "instant_repeats": 1,
     "rows": 2000,
 }
 
@@ -40,6 +41,7 @@ def test_the_small_benchmark_fills_every_figure_for_both_runners(tmp_path: Path)
         assert _sane(figures.calls_per_job, low=1.99, high=50), (who, figures)
         assert _sane(figures.instant_jobs_per_s), (who, figures)
         assert _sane(figures.instant_calls_per_job, low=1.99, high=50), (who, figures)
+        assert len(figures.instant_runs) == SMALL["instant_repeats"], (who, figures)
         for name in (
             "load_s",
             "write_s",
