@@ -15,6 +15,7 @@ ReadError, ReadTimeout, RemoteProtocolError and WriteError after.
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 import time
 from collections import deque
@@ -179,6 +180,23 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_exception(error)
         self.close()
 
+    def peer_gone(self) -> bool:
+        """An idle socket that is readable was closed by the peer (or got bytes unasked).
+
+        The loop may not have read that EOF yet when the connection is taken for reuse.
+        """
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False  # nothing to ask: `closed` has the last word
+        fd = sock.fileno()
+        if fd < 0:
+            return True
+        if not hasattr(select, "poll"):  # Windows
+            return bool(select.select([fd], [], [], 0)[0])
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+
     def close(self) -> None:
         """Close the socket; the connection is never used again."""
         self.closed = True
@@ -266,6 +284,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             await asyncio.wait_for(waiter, timeout)
         except TimeoutError as exc:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()  # handed over as the timeout struck (Python 3.12+): pass it on
             raise httpx.PoolTimeout("no free connection within the pool timeout") from exc
         except BaseException:
             if waiter.done() and not waiter.cancelled():
@@ -293,8 +313,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
             connections.pop(0).close()
         while connections:
             connection = connections.pop()
-            if not connection.closed:
+            if not connection.closed and not connection.peer_gone():
                 return connection
+            connection.close()
         return None
 
     async def _connect(self, origin: _Origin, timeout: float | None) -> _Connection:
