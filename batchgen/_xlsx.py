@@ -14,7 +14,7 @@ import posixpath
 import re
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
 
@@ -501,8 +501,10 @@ def patch_sheet(
     *,
     header_row: int,
     header_style: str | None,
-) -> tuple[str, bool]:
-    """Apply `writes` (row → column → text); return (new text, a formula cell was overwritten)."""
+) -> tuple[list[str], bool]:
+    """Apply `writes` (row → column → text); return (the new text in pieces, a formula cell
+    was overwritten). Pieces, not one string: a 100,000-row sheet is then never held whole
+    twice over (joined, then encoded) on top of the original."""
     # New header cells get header_style; an overwritten formula means calcChain.xml must go.
     text = sheet.text
     p = sheet.prefix
@@ -543,14 +545,15 @@ def patch_sheet(
     if sheet.self_closing:
         out.append(f"</{p}sheetData>")
     out.append(text[cursor:])
-    return "".join(out), removed_formula
+    return out, removed_formula
 
 
 # --------------------------------------------------------------------------- results sheet
 
 
-def results_sheet_xml(headers: list[str], rows: list[list[object]]) -> bytes:
-    """A standalone worksheet: one header row, then one row per job."""
+def results_sheet_xml(headers: list[str], rows: list[list[object]]) -> Iterator[bytes]:
+    """A standalone worksheet, encoded a block of rows at a time: a header row, then a row
+    per job."""
     out = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n']
     width = max([len(headers), *(len(r) for r in rows)]) or 1
     out.append(f'<worksheet xmlns="{NS_MAIN}">')
@@ -567,8 +570,29 @@ def results_sheet_xml(headers: list[str], rows: list[list[object]]) -> bytes:
             else:
                 out.append(_results_cell(f"{col_letter(c)}{n}", value))
         out.append("</row>")
+        if n % _ROWS_PER_BLOCK == 0:
+            yield "".join(out).encode("utf-8")
+            out = []
     out.append("</sheetData></worksheet>")
-    return "".join(out).encode("utf-8")
+    yield "".join(out).encode("utf-8")
+
+
+def encoded_blocks(pieces: list[str], size: int = 1 << 20) -> Iterator[bytes]:
+    """UTF-8 blocks of about `size` characters made from `pieces` (consumed as it goes)."""
+    block: list[str] = []
+    length = 0
+    pieces.reverse()  # pop from the end: each piece is released once encoded
+    while pieces:
+        piece = pieces.pop()
+        block.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(block).encode("utf-8")
+            block, length = [], 0
+    yield "".join(block).encode("utf-8")
+
+
+_ROWS_PER_BLOCK = 2000
 
 
 def _results_cell(ref: str, value: object) -> str:
@@ -663,13 +687,13 @@ def repackage(
     book: Book,
     *,
     sheet_part: str,
-    sheet_xml: bytes,
+    sheet_xml: Iterable[bytes],
     results_name: str | None,
-    results_xml: bytes | None,
+    results_xml: Iterable[bytes] | None,
     drop_calc_chain: bool,
 ) -> bytes:
     """Build the new package: every entry copied unchanged except the parts we patch."""
-    replaced: dict[str, bytes] = {sheet_part: sheet_xml}
+    replaced: dict[str, bytes | Iterable[bytes]] = {sheet_part: sheet_xml}
     changed_text: dict[str, str] = {}
     new_part: str | None = None
     if results_xml is not None and results_name is not None:
@@ -702,13 +726,29 @@ def repackage(
                 data = replaced.get(info.filename)
                 if data is None:
                     data = src.read(info)
-                dst.writestr(_copy_info(info), data, compresslevel=_level(data))
+                _write_entry(dst, _copy_info(info), data)
             if new_part is not None and results_xml is not None:
-                info = _copy_info(zipfile.ZipInfo(new_part))
-                dst.writestr(info, results_xml, compresslevel=_level(results_xml))
+                _write_entry(dst, _copy_info(zipfile.ZipInfo(new_part)), results_xml)
     except _ZIP_ERRORS as exc:
         raise XlsxError(f"cannot patch: {exc}") from exc
     return buf.getvalue()
+
+
+def _write_entry(
+    dst: zipfile.ZipFile, info: zipfile.ZipInfo, data: bytes | Iterable[bytes]
+) -> None:
+    """One zip entry: bytes at once, an iterable of blocks streamed (never held whole)."""
+    if isinstance(data, bytes):
+        dst.writestr(info, data, compresslevel=_level(data))
+        return
+    # streamed parts are the big ones: zlib level 1 (the attribute's name varies by Python)
+    try:
+        info.compress_level = 1  # type: ignore[attr-defined]
+    except AttributeError:
+        info._compresslevel = 1  # type: ignore[attr-defined]
+    with dst.open(info, "w") as handle:
+        for block in data:
+            handle.write(block)
 
 
 def _level(data: bytes) -> int:

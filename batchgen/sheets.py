@@ -364,7 +364,7 @@ def _patched_workbook(
     last_header = max((i for i, h in enumerate(table.headers) if h.strip()), default=0)
     try:
         header_style = _xlsx.style_of(sheet, table.header_row, last_header)
-        text, removed_formula = _xlsx.patch_sheet(
+        pieces, removed_formula = _xlsx.patch_sheet(
             sheet, writes, header_row=table.header_row, header_style=header_style
         )
         results_xml = None
@@ -373,7 +373,7 @@ def _patched_workbook(
         return _xlsx.repackage(
             book,
             sheet_part=table._sheet_part,
-            sheet_xml=text.encode("utf-8"),
+            sheet_xml=_xlsx.encoded_blocks(pieces),
             results_name=RESULTS_SHEET,
             results_xml=results_xml,
             drop_calc_chain=removed_formula,
