@@ -178,6 +178,7 @@ class ApiClient:
         # cookie, auth or redirect handling, which cost more CPU than the exchange itself;
         # a proxy from the environment gets httpx's own client and transport instead
         self._transport = _api_transport(self.base_url, max_connections)
+        self._urls: dict[str, httpx.URL] = {}
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect, pool=None),
             limits=httpx.Limits(max_connections=max_connections),
@@ -242,9 +243,14 @@ class ApiClient:
         return data
 
     async def _send(self, method: str, path: str, body: Any) -> httpx.Response:
+        url = self._urls.get(path) if method == "POST" else None
+        if url is None:
+            url = httpx.URL(self.base_url + path)  # parsing a URL costs as much as sending it
+            if method == "POST" and len(self._urls) < 64:
+                self._urls[path] = url  # submits repeat one URL per model
         request = httpx.Request(
             method,
-            self.base_url + path,
+            url,
             headers=self._headers,
             json=body,
             extensions={"timeout": self._timeouts},
