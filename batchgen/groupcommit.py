@@ -11,7 +11,7 @@ import anyio
 from batchgen.errors import LedgerError
 from batchgen.ledger import Claim, Ledger
 
-COMMIT_WINDOW = 0.005  # seconds: the most a durable write waits for others to share its commit
+COMMIT_WINDOW = 0.010  # seconds: the most a durable write waits for others to share its commit
 
 
 class LedgerWriter:

@@ -34,6 +34,7 @@ class PollClock:
     _sorted: list[float] = field(default_factory=list)
     _finishes: deque[float] = field(default_factory=lambda: deque(maxlen=60))
     _queued_seen: float = float("-inf")
+    _probes: int = 0
 
     def observe(self, turnaround: float) -> None:
         """Record a finished job's time from submit to finish, and the finish itself."""
@@ -43,6 +44,13 @@ class PollClock:
         if len(self._recent) > _WINDOW:
             self._sorted.remove(self._recent.popleft())
         self._finishes.append(time.monotonic())
+
+    def take_probe(self) -> bool:
+        """True for the first few jobs followed before anything is learned (see next_delay)."""
+        if self._probes >= _LEARNED:
+            return False
+        self._probes += 1
+        return True
 
     def saw_queued(self) -> None:
         """Record that one of our jobs was waiting in the provider's queue just now."""
@@ -75,16 +83,25 @@ class PollClock:
         return (len(self._finishes) - 1) / span if span > 0 else None
 
     def next_delay(
-        self, *, state: str, age: float, checks: int, queue_position: int | None = None
+        self,
+        *,
+        state: str,
+        age: float,
+        checks: int,
+        queue_position: int | None = None,
+        probe: bool = False,
     ) -> float:
         """Seconds until the next check of a job `age` seconds after its submit.
 
         `checks` is how many times this job was looked at already; `state` and
-        `queue_position` are what the last look showed.
+        `queue_position` are what the last look showed. Before anything is learned, a
+        `probe` job is checked on a gentle exponential from the floor (so one-second jobs
+        teach the clock within a second), the others from 0.25 s (a waiting job is placed
+        anew once the clock has learned).
         """
         if not self.learned:
-            # nothing learned yet: a gentle exponential from the floor
-            return _clamp(MIN_DELAY * 2.0**checks)
+            start = MIN_DELAY if probe else 0.25
+            return _clamp(start * 2.0**checks)
         rate = self.completion_rate()
         if state == "in_queue" and queue_position is not None and checks > 0 and rate:
             # still waiting: it starts after the jobs ahead of it, then runs at least briefly

@@ -152,6 +152,7 @@ class Pool:
         # anyio primitives need the running event loop, so they are made here, not in __init__
         self.writer = LedgerWriter(self.ledger, self._on_ledger_failure)
         self._changed = anyio.Event()
+        self._learned = anyio.Event()  # set once the clock knows typical turnarounds
         self._poll_scope = anyio.CancelScope()
         self._submit_scope = anyio.CancelScope()
         self._submit_slots = anyio.Semaphore(
@@ -338,6 +339,8 @@ class Pool:
         last_look = submitted
         # --job-timeout counts from the submit, or from this run's start for an older job
         followed_since = max(submitted, self._started)
+        # the first few jobs of a run are looked at early, so the clock learns soon
+        probe = not self.clock.learned and self.clock.take_probe()
         try:
             while True:
                 delay = self.clock.next_delay(
@@ -345,8 +348,15 @@ class Pool:
                     age=time.monotonic() - submitted,
                     checks=checks,
                     queue_position=record.queue_position,
+                    probe=probe,
                 )
-                await anyio.sleep(delay)
+                if self.clock.learned:
+                    await anyio.sleep(delay)
+                else:
+                    with anyio.move_on_after(delay) as waited:
+                        await self._learned.wait()
+                    if not waited.cancelled_caught:
+                        continue  # the clock learned meanwhile: place this check anew
                 checks += 1
                 try:
                     answer, is_result = await self._look(record.request_id or "")
@@ -378,6 +388,8 @@ class Pool:
                         # it finished somewhere between the last look and this one
                         turnaround = (last_look + time.monotonic()) / 2 - submitted
                     self.clock.observe(turnaround)
+                    if self.clock.learned:
+                        self._learned.set()
                     if await self._finish(key, state, answer if is_result else None):
                         return
                     continue

@@ -35,6 +35,9 @@ from batchgen.pool import IN_FLIGHT, EngineOptions, Events, Pool
 from batchgen.specs import Problem, SheetPlan, build_plan
 
 log = logging.getLogger("batchgen")
+# POSTs awaiting their answer at once: enough to hide two group commits per submit, few
+# enough that a crash leaves at most this many jobs in doubt (`unknown`)
+SUBMITS_IN_FLIGHT = 48
 
 
 @contextlib.contextmanager
@@ -271,7 +274,7 @@ def _make_pool(
         cancel_on_exit=config.cancel_on_exit,
         download_dir=config.download,
         download_name=download_name(batch) if config.download else None,
-        submits_in_flight=min(16, config.concurrency),
+        submits_in_flight=min(SUBMITS_IN_FLIGHT, config.concurrency),
     )
     plan_keys = {job.key for job in batch.plan.jobs}
     mine = {k: r for k, r in records.items() if k in plan_keys}
