@@ -41,7 +41,7 @@ TOKEN = "bench-token"
 IMAGE = "https://images.example.com/product.png"
 SIM_START_TIMEOUT = 30.0  # seconds for the simulator process to print its address and answer
 SIM_STOP_TIMEOUT = 10.0
-CHILD_TIMEOUT = 900.0  # seconds for one size stage in its child process
+CHILD_TIMEOUT = 900.0  # seconds for one stage in its child process
 FETCH_BATCH = 64  # simulator records fetched concurrently
 FULL_SIZES: dict[str, Any] = {
     "jobs": 300,
@@ -632,6 +632,31 @@ def _size_naive(sheet: Path, db: Path) -> dict[str, float]:
     return _stage_figures(load, resume, write)
 
 
+def instant_child() -> None:
+    """Entry of an instant-run child process: argv = who, workdir, jobs; prints one JSON line."""
+    who, workdir, jobs = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = _simulated_run(
+        who,
+        workdir=workdir,
+        tag="instant",
+        jobs=jobs,
+        capacity=INSTANT_CONCURRENCY,
+        min_duration=0.0,
+        max_duration=0.0,
+        concurrency=INSTANT_CONCURRENCY,
+        keep_records=False,
+    )
+    print(json.dumps(asdict(run)), flush=True)
+
+
+def _instant_run_in_child(who: str, workdir: Path, jobs: int) -> RunFigures:
+    """One instant run in a fresh process, as a user's run is: no heap left by other stages."""
+    code = "from batchgen.bench import instant_child; instant_child()"
+    got = _child_json([sys.executable, "-c", code, who, str(workdir), str(jobs)], who)
+    return RunFigures(**got)
+
+
 def size_child() -> None:
     """Entry of a size child process: argv = who, sheet, db; prints one JSON line."""
     who, sheet, db = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
@@ -642,8 +667,13 @@ def size_child() -> None:
 
 def _run_size_child(who: str, sheet: Path, db: Path) -> dict[str, float]:
     code = "from batchgen.bench import size_child; size_child()"
+    return _child_json([sys.executable, "-c", code, who, str(sheet), str(db)], who)
+
+
+def _child_json(command: list[str], who: str) -> dict[str, Any]:
+    """Run a benchmark child process and return the JSON object on its last output line."""
     done = subprocess.run(
-        [sys.executable, "-c", code, who, str(sheet), str(db)],
+        command,
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT,
@@ -651,7 +681,7 @@ def _run_size_child(who: str, sheet: Path, db: Path) -> dict[str, float]:
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"size stage of {who} failed: {done.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"a benchmark stage of {who} failed: {done.stderr.strip()[-2000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -741,17 +771,7 @@ def run_benchmark(
             )
             _sched_figures(sched, capacity, figures[who])
             instant = [
-                _simulated_run(
-                    who,
-                    workdir=work,
-                    tag=f"instant{i}",
-                    jobs=instant_jobs,
-                    capacity=INSTANT_CONCURRENCY,
-                    min_duration=0.0,
-                    max_duration=0.0,
-                    concurrency=INSTANT_CONCURRENCY,
-                    keep_records=False,
-                )
+                _instant_run_in_child(who, work / f"instant{i}", instant_jobs)
                 for i in range(instant_repeats)
             ]
             _instant_figures(instant, figures[who])
