@@ -11,38 +11,27 @@ the RSS high-water mark belongs to that stage alone.
 from __future__ import annotations
 
 import contextlib
-import csv
 import heapq
 import io
 import json
 import os
 import platform
-import resource
-import selectors
 import shutil
-import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
-import httpx
-
+from batchgen._benchsheets import write_csv_sheet, write_xlsx_sheet
+from batchgen._benchsim import SimulatorProcess
+from batchgen._benchsize import cpu_stall_us
 from batchgen.errors import ConfigError
 
 TOKEN = "bench-token"
-IMAGE = "https://images.example.com/product.png"
-SIM_START_TIMEOUT = 30.0  # seconds for the simulator process to print its address and answer
-SIM_STOP_TIMEOUT = 10.0
 CHILD_TIMEOUT = 900.0  # seconds for one stage in its child process
-FETCH_BATCH = 64  # simulator records fetched concurrently
 FULL_SIZES: dict[str, Any] = {
     "jobs": 300,
     "capacity": 30,
@@ -127,146 +116,6 @@ class BenchResult:
     naive: Figures | None
 
 
-# --------------------------------------------------------------------------- the simulator
-
-
-class SimulatorProcess:
-    """`python -m batchgen simulate` on a free loopback port, as a context manager."""
-
-    def __init__(
-        self,
-        *,
-        capacity: int,
-        min_duration: float,
-        max_duration: float,
-        seed: int = 1,
-        log: Path | None = None,
-    ) -> None:
-        self.args = [
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",  # the kernel picks a free port; the simulator prints it
-            "--capacity",
-            str(capacity),
-            "--min-duration",
-            repr(float(min_duration)),
-            "--max-duration",
-            repr(float(max_duration)),
-            "--seed",
-            str(seed),
-        ]
-        self.log = log
-        self.base_url = ""
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> SimulatorProcess:
-        """Start the process and return once the simulator answers."""
-        stderr = self.log.open("ab") if self.log is not None else subprocess.DEVNULL
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "batchgen", "simulate", *self.args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        finally:
-            if self.log is not None and not isinstance(stderr, int):
-                stderr.close()
-        try:
-            self.base_url = self._read_address()
-            self._wait_until_answering()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def _read_address(self) -> str:
-        """The base URL from the simulator's first line, within SIM_START_TIMEOUT."""
-        assert self._proc is not None and self._proc.stdout is not None
-        deadline = time.monotonic() + SIM_START_TIMEOUT
-        buffer = b""
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._proc.stdout, selectors.EVENT_READ)
-            while b"\n" not in buffer:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise RuntimeError("the simulator did not print its address in time")
-                if not selector.select(min(left, 0.5)):
-                    if self._proc.poll() is not None:
-                        raise RuntimeError(f"the simulator exited ({self._proc.returncode})")
-                    continue
-                chunk = os.read(self._proc.stdout.fileno(), 4096)
-                if not chunk:
-                    raise RuntimeError("the simulator closed its output before starting")
-                buffer += chunk
-        line = buffer.split(b"\n", 1)[0].decode()
-        url = line.rsplit(" ", 1)[-1].strip()
-        if not url.startswith("http://127.0.0.1:"):
-            raise RuntimeError(f"unexpected simulator output: {line!r}")
-        return url
-
-    def _wait_until_answering(self) -> None:
-        deadline = time.monotonic() + SIM_START_TIMEOUT
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
-            while True:
-                try:
-                    if client.get("/_sim/stats").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the simulator at {self.base_url} does not answer")
-                time.sleep(0.05)
-
-    def __exit__(self, *exc_info: object) -> None:
-        """Stop the process: SIGTERM, then SIGKILL if it lingers."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(SIM_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(SIM_STOP_TIMEOUT)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-    def stats(self) -> dict[str, int]:
-        """Calls per endpoint so far, as the simulator counted them."""
-        with httpx.Client(base_url=self.base_url, timeout=30.0) as client:
-            return dict(client.get("/_sim/stats").json())
-
-    def jobs(self) -> list[dict[str, Any]]:
-        """The simulator's record of every job, in submission order."""
-        return _fetch_jobs(self.base_url)
-
-
-def _fetch_jobs(base_url: str) -> list[dict[str, Any]]:
-    """GET /_sim/submissions, then /_sim/jobs/{id} for each (a few at a time)."""
-    import anyio
-
-    async def fetch() -> list[dict[str, Any]]:
-        limits = httpx.Limits(max_connections=FETCH_BATCH)
-        async with httpx.AsyncClient(base_url=base_url, timeout=30.0, limits=limits) as client:
-            ids = [s["request_id"] for s in (await client.get("/_sim/submissions")).json()]
-            states: list[dict[str, Any]] = [{} for _ in ids]
-
-            async def one(i: int) -> None:
-                states[i] = (await client.get(f"/_sim/jobs/{ids[i]}")).json()
-
-            for start in range(0, len(ids), FETCH_BATCH):
-                async with anyio.create_task_group() as group:
-                    for i in range(start, min(start + FETCH_BATCH, len(ids))):
-                        group.start_soon(one, i)
-            return states
-
-    return anyio.run(fetch)
-
-
 def packed_makespan(durations: list[float], slots: int) -> float:
     """The durations, in order, on `slots` workers that never idle: the FIFO makespan."""
     free = [0.0] * max(1, slots)
@@ -276,113 +125,6 @@ def packed_makespan(durations: list[float], slots: int) -> float:
         heapq.heappush(free, start + duration)
         end = max(end, start + duration)
     return end
-
-
-# --------------------------------------------------------------------------- sheets
-
-
-def _prompt(i: int) -> str:
-    return f"Product {i} turns slowly on a marble pedestal, soft studio light, shot {i % 7}"
-
-
-def write_csv_sheet(path: Path, rows: int) -> Path:
-    """A CSV of `rows` distinct valid rows (prompt, image, one column of the user's)."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["prompt", "first_frame_image_url", "owner"])
-        writer.writerows([_prompt(i), IMAGE, f"team {i % 37}"] for i in range(rows))
-    return path
-
-
-def write_xlsx_sheet(path: Path, rows: int) -> Path:
-    """An .xlsx of `rows` distinct valid rows, shared strings like Excel's (fast to make)."""
-    header = ["prompt", "first_frame_image_url", "resolution", "ratio", "owner"]
-    strings: dict[str, int] = {}
-
-    def ref(text: str) -> int:
-        return strings.setdefault(text, len(strings))
-
-    out = [
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-        f'<worksheet xmlns="{_NS_MAIN}"><dimension ref="A1:E{rows + 1}"/><sheetData>'
-    ]
-    letters = "ABCDE"
-    for r, values in enumerate(_xlsx_rows(header, rows), start=1):
-        cells = "".join(
-            f'<c r="{letters[c]}{r}" t="s"><v>{ref(v)}</v></c>' for c, v in enumerate(values)
-        )
-        out.append(f'<row r="{r}">{cells}</row>')
-    out.append("</sheetData></worksheet>")
-    shared = "".join(f"<si><t>{escape(s)}</t></si>" for s in strings)
-    parts = {
-        "[Content_Types].xml": _CONTENT_TYPES,
-        "_rels/.rels": _ROOT_RELS,
-        "xl/workbook.xml": _WORKBOOK,
-        "xl/_rels/workbook.xml.rels": _WORKBOOK_RELS,
-        "xl/styles.xml": _STYLES,
-        "xl/sharedStrings.xml": (
-            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            f'<sst xmlns="{_NS_MAIN}" count="{rows * 5 + 5}" uniqueCount="{len(strings)}">'
-            f"{shared}</sst>"
-        ),
-        "xl/worksheets/sheet1.xml": "".join(out),
-    }
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, text in parts.items():
-            zf.writestr(name, text.encode("utf-8"))
-    return path
-
-
-def _xlsx_rows(header: list[str], rows: int) -> Iterator[list[str]]:
-    yield header
-    for i in range(rows):
-        yield [_prompt(i), IMAGE, ("480p", "720p", "1080p")[i % 3], "16:9", f"team {i % 37}"]
-
-
-_NS_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
-_NS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
-_CT = "application/vnd.openxmlformats-officedocument.spreadsheetml"
-_CONTENT_TYPES = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-    '<Default Extension="rels" '
-    'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-    '<Default Extension="xml" ContentType="application/xml"/>'
-    f'<Override PartName="/xl/workbook.xml" ContentType="{_CT}.sheet.main+xml"/>'
-    f'<Override PartName="/xl/worksheets/sheet1.xml" ContentType="{_CT}.worksheet+xml"/>'
-    f'<Override PartName="/xl/sharedStrings.xml" ContentType="{_CT}.sharedStrings+xml"/>'
-    f'<Override PartName="/xl/styles.xml" ContentType="{_CT}.styles+xml"/>'
-    "</Types>"
-)
-_ROOT_RELS = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-    f'<Relationship Id="rId1" Type="{_NS_REL}/officeDocument" Target="xl/workbook.xml"/>'
-    "</Relationships>"
-)
-_WORKBOOK = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-    f'<workbook xmlns="{_NS_MAIN}" xmlns:r="{_NS_REL}">'
-    '<sheets><sheet name="Ads" sheetId="1" r:id="rId1"/></sheets></workbook>'
-)
-_WORKBOOK_RELS = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-    f'<Relationship Id="rId1" Type="{_NS_REL}/worksheet" Target="worksheets/sheet1.xml"/>'
-    f'<Relationship Id="rId2" Type="{_NS_REL}/sharedStrings" Target="sharedStrings.xml"/>'
-    f'<Relationship Id="rId3" Type="{_NS_REL}/styles" Target="styles.xml"/>'
-    "</Relationships>"
-)
-_STYLES = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-    f'<styleSheet xmlns="{_NS_MAIN}">'
-    '<fonts count="1"><font><sz val="11"/><name val="Calibri"/></font></fonts>'
-    '<fills count="1"><fill><patternFill patternType="none"/></fill></fills>'
-    '<borders count="1"><border/></borders>'
-    '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
-    '<cellXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/></cellXfs>'
-    "</styleSheet>"
-)
 
 
 # --------------------------------------------------------------------------- the runs
@@ -500,138 +242,6 @@ def _instant_figures(runs: list[RunFigures], figures: Figures) -> None:
     figures.completed["instant"] = min(run.completed for run in runs)
 
 
-# --------------------------------------------------------------------------- size (child)
-
-
-def _peak_rss_mb() -> float:
-    """This process's RSS high-water mark in MB (VmHWM, else ru_maxrss)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _cpu_stall_us() -> int | None:
-    """Microseconds some task has waited for a CPU since boot (/proc/pressure/cpu), if known."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-        return int(first.rsplit("total=", 1)[1])
-    return None
-
-
-class _Stage:
-    """Wall and CPU seconds of a `with` block."""
-
-    wall = cpu = 0.0
-
-    def __enter__(self) -> _Stage:
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.wall = time.perf_counter() - self._wall
-        self.cpu = time.process_time() - self._cpu
-
-
-def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
-    """Load+validate, resume a nearly-done ledger, write back every row; timed stages."""
-    from batchgen import report, sheets
-    from batchgen.config import build_config
-    from batchgen.ledger import Ledger, ledger_url
-    from batchgen.runner import load_batch, plan_resume, reconcile
-
-    config = build_config(sheet, db=str(db))
-    with _Stage() as load:
-        batch = load_batch(config)
-    if batch.plan.invalid or not batch.plan.jobs:
-        raise RuntimeError(f"the size sheet did not validate: {len(batch.plan.invalid)} invalid")
-
-    # Set-up, untimed: a first run's reconcile fills the ledger; then nearly all are done.
-    url = ledger_url(config.db, config.sheet)
-    ledger = Ledger(url)
-    reconcile(batch, ledger)
-    ledger.close()
-    _mark_done(db, keep_every=200)
-
-    ledger = Ledger(url)
-    with _Stage() as resume:
-        records = reconcile(batch, ledger)
-        to_submit, _ = plan_resume(batch, ledger, records)
-    ledger.close()
-    if not 0 < len(to_submit) < len(batch.plan.jobs):
-        raise RuntimeError(f"resume left {len(to_submit)} of {len(batch.plan.jobs)} jobs")
-
-    for record in records.values():  # every row gets all four output columns
-        record.state = "failed"
-        record.request_id = record.request_id or f"req-{record.key}"
-        record.video_url = record.video_url or f"https://cdn.example.com/{record.key}.mp4"
-        record.error = "content moderation: the prompt was rejected (benchmark filler)"
-    cells = report.sheet_cells(batch.plan, records)
-    results = sheets.Results(
-        headers=list(report.RESULT_HEADERS), rows=report.results_rows(batch.plan, records)
-    )
-    with _Stage() as write:
-        sheets.write_back(batch.table, cells, results=results)
-    return _stage_figures(load, resume, write)
-
-
-def _stage_figures(load: _Stage, resume: _Stage, write: _Stage) -> dict[str, float]:
-    return {
-        "load_s": load.wall,
-        "resume_s": resume.wall,
-        "write_s": write.wall,
-        "load_cpu_s": load.cpu,
-        "resume_cpu_s": resume.cpu,
-        "write_cpu_s": write.cpu,
-    }
-
-
-def _mark_done(db: Path, *, keep_every: int) -> None:
-    """Mark every job of a ledger completed (with request_id and video) but 1 in keep_every."""
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.execute(
-            "UPDATE jobs SET state = 'completed', request_id = 'req-' || key, "
-            "video_url = 'https://cdn.example.com/' || key || '.mp4', cost = estimated_cost, "
-            "submit_attempts = 1, submitted_at = created_at, finished_at = created_at"
-        )
-        conn.execute(
-            "UPDATE jobs SET state = 'pending', request_id = NULL, video_url = NULL "
-            "WHERE rowid % ? = 0",
-            (keep_every,),
-        )
-        conn.commit()
-
-
-def _size_naive(sheet: Path, db: Path) -> dict[str, float]:
-    """The naive runner's load, resume (its own db) and write-back of every row; timed."""
-    from batchgen import _naive
-
-    with _Stage() as load:
-        loaded = _naive.load_sheet(sheet)
-    conn = _naive.open_db(db)
-    _naive.resume(conn, loaded.jobs)  # set-up: a first run adds every job
-    conn.execute("UPDATE jobs SET state = 'completed', request_id = 'req-' || key")
-    conn.execute("UPDATE jobs SET state = 'pending', request_id = NULL WHERE rowid % 200 = 0")
-    conn.commit()
-    conn.close()
-    fresh = _naive.load_sheet(sheet).jobs
-    conn = _naive.open_db(db)
-    with _Stage() as resume:
-        left = _naive.resume(conn, fresh)
-    conn.close()
-    if not 0 < len(left) < len(fresh):
-        raise RuntimeError(f"naive resume left {len(left)} of {len(fresh)} jobs")
-    for job in fresh:
-        job.state, job.request_id = "failed", job.request_id or "req-x"
-        job.video_url = f"https://cdn.example.com/{job.key}.mp4"
-        job.error = "content moderation: the prompt was rejected (benchmark filler)"
-    loaded.jobs = fresh
-    with _Stage() as write:
-        _naive.write_back(loaded)
-    return _stage_figures(load, resume, write)
-
-
 def instant_child() -> None:
     """Entry of an instant-run child process: argv = who, workdir, jobs; prints one JSON line."""
     who, workdir, jobs = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
@@ -657,16 +267,8 @@ def _instant_run_in_child(who: str, workdir: Path, jobs: int) -> RunFigures:
     return RunFigures(**got)
 
 
-def size_child() -> None:
-    """Entry of a size child process: argv = who, sheet, db; prints one JSON line."""
-    who, sheet, db = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    figures = _size_batchgen(sheet, db) if who == "batchgen" else _size_naive(sheet, db)
-    figures["peak_rss_mb"] = _peak_rss_mb()
-    print(json.dumps(figures), flush=True)
-
-
 def _run_size_child(who: str, sheet: Path, db: Path) -> dict[str, float]:
-    code = "from batchgen.bench import size_child; size_child()"
+    code = "from batchgen._benchsize import size_child; size_child()"
     return _child_json([sys.executable, "-c", code, who, str(sheet), str(db)], who)
 
 
@@ -750,7 +352,7 @@ def run_benchmark(
         "rows": rows,
     }
     host = machine()  # before the runs, so its load average tells what else was running
-    stall0, began = _cpu_stall_us(), time.monotonic()
+    stall0, began = cpu_stall_us(), time.monotonic()
     own_dir = workdir is None
     work = Path(tempfile.mkdtemp(prefix="batchgen-bench-")) if workdir is None else workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -776,7 +378,7 @@ def run_benchmark(
             ]
             _instant_figures(instant, figures[who])
         _size_stages(work, rows, figures)
-        stall1 = _cpu_stall_us()
+        stall1 = cpu_stall_us()
         if stall0 is not None and stall1 is not None:
             host.contention = (stall1 - stall0) / 1e6 / max(time.monotonic() - began, 1e-9)
     finally:
