@@ -160,7 +160,7 @@ class _Connection(asyncio.Protocol):
                 await self._writable
             return await waiter
         except BaseException:
-            self.close()  # cancelled or failed mid-exchange: the stream's state is unknown
+            self.abort()  # cancelled or failed mid-exchange: the stream's state is unknown
             raise
         finally:
             if timer is not None:
@@ -178,7 +178,9 @@ class _Connection(asyncio.Protocol):
     def _fail(self, error: Exception) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(error)
-        self.close()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)  # a writer stalled on a full buffer hears it too
+        self.abort()
 
     def peer_gone(self) -> bool:
         """An idle socket that is readable was closed by the peer (or got bytes unasked).
@@ -196,6 +198,12 @@ class _Connection(asyncio.Protocol):
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         return bool(poller.poll(0))
+
+    def abort(self) -> None:
+        """Drop the socket at once, unsent bytes and all (close() would wait for them)."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def close(self) -> None:
         """Close the socket; the connection is never used again."""

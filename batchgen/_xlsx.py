@@ -683,6 +683,19 @@ def _remove_empty_elements(xml: str, tag: str, doomed: Callable[[str], bool]) ->
     return pattern.sub(lambda m: "" if doomed(m.group(1)) else m.group(0), xml)
 
 
+def results_sheet_part(book: Book, *, sheet_part: str, name: str) -> str | None:
+    """The part of an existing results sheet called `name` (None: there is none yet), or an
+    XlsxError if that sheet cannot take the results."""
+    existing = next((s for s in book.sheets if s.name.lower() == name.lower()), None)
+    if existing is None:
+        return None
+    if existing.part is None or existing.rel_type != REL_WORKSHEET:
+        raise XlsxError(f"cannot patch: sheet {existing.name!r} is not a plain worksheet")
+    if existing.part == sheet_part:
+        raise XlsxError(f"cannot write results into the sheet being processed ({existing.name!r})")
+    return existing.part
+
+
 def repackage(
     book: Book,
     *,
@@ -697,17 +710,11 @@ def repackage(
     changed_text: dict[str, str] = {}
     new_part: str | None = None
     if results_xml is not None and results_name is not None:
-        existing = next((s for s in book.sheets if s.name.lower() == results_name.lower()), None)
+        existing = results_sheet_part(book, sheet_part=sheet_part, name=results_name)
         if existing is None:
             new_part, changed_text = _add_results_sheet(book, results_name)
-        elif existing.part is None or existing.rel_type != REL_WORKSHEET:
-            raise XlsxError(f"cannot patch: sheet {existing.name!r} is not a plain worksheet")
-        elif existing.part == sheet_part:
-            raise XlsxError(
-                f"cannot write results into the sheet being processed ({existing.name!r})"
-            )
         else:
-            replaced[existing.part] = results_xml
+            replaced[existing] = results_xml
     skip: set[str] = set()
     if drop_calc_chain and book.calc_chain is not None:
         _drop_calc_chain(book, changed_text)

@@ -84,9 +84,14 @@ class LedgerWriter:
                 won = await self._write(batch, claims, now)
                 for claim, result in zip(claims, won, strict=True):
                     self._claimed_at[claim.key] = now if result else None
-            except LedgerError as exc:
-                self.failure = exc
-                self._on_failure(exc)
+            except Exception as exc:  # any failure stops the run; no waiter is left hanging
+                failure = (
+                    exc
+                    if isinstance(exc, LedgerError)
+                    else LedgerError(f"cannot write the ledger: {exc!r}")
+                )
+                self.failure = failure
+                self._on_failure(failure)
             finally:
                 committed.set()
         if self.failure is not None:

@@ -357,7 +357,8 @@ class Ledger:
                 won = self._claim(conn, claims, now) if claims else set()
         except SQLAlchemyError as exc:
             raise LedgerError(f"cannot write the ledger: {exc.orig or exc}") from exc
-        return [claim.key in won for claim in claims]
+        # each key is won once, by its first claim in the batch
+        return [claim.key in won and not won.discard(claim.key) for claim in claims]
 
     def _claim(self, conn: Any, claims: Sequence[Claim], now: float) -> set[str]:
         """The keys of the claims won, in the transaction of `conn`."""

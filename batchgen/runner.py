@@ -238,7 +238,9 @@ def run_batch(
         if observer is not None:
             observer.start(batch, records)
         # the sheet is first written at the first checkpoint (5 s), not here: a short run
-        # would spend a write on cells that only say "pending"
+        # would spend a write on cells that only say "pending"; but a sheet that cannot be
+        # written is refused before anything is paid for
+        sheets.check_writable(batch.table, output=config.output)
         pool = _make_pool(batch, ledger, records, to_submit, spent, token, events, run_id)
         anyio.run(pool.run)
         written = write_sheet(batch, records)

@@ -281,6 +281,39 @@ def _cell(value: object) -> object:
 # --------------------------------------------------------------------------- writing
 
 
+def check_writable(table: Table, *, output: str | Path | None = None) -> None:
+    """Raise SheetError now if write_back could not write this sheet (nothing is written).
+
+    A run calls this before it submits anything: a results file it could not write would
+    otherwise be found out only after the jobs were paid for.
+    """
+    target = _target(table, output)
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".batchgen-check-"):
+            pass
+    except OSError as exc:
+        raise _fail(target, f"cannot write into {folder}: {exc.strerror or exc}") from exc
+    if table.kind == "xlsx":
+        assert table._book is not None
+        try:
+            _xlsx.results_sheet_part(table._book, sheet_part=table._sheet_part, name=RESULTS_SHEET)
+        except _xlsx.XlsxError as exc:
+            raise _fail(table.path, str(exc)) from exc
+
+
+def _target(table: Table, output: str | Path | None) -> Path:
+    """Where write_back writes: `output`, else the sheet itself (of the same kind)."""
+    target = Path(output) if output is not None else table.path
+    kind = _kind_of(target)
+    if kind != table.kind or (
+        kind == "xlsx" and target.suffix.lower() != table.path.suffix.lower()
+    ):
+        # An .xlsx package renamed .xlsm (or the reverse) will not open in Excel.
+        raise _fail(target, f"cannot write a {table.path.suffix} sheet to a {target.suffix} file")
+    return target
+
+
 def write_back(
     table: Table,
     cells: dict[int, dict[str, str]],
@@ -289,13 +322,7 @@ def write_back(
     output: str | Path | None = None,
 ) -> Path:
     """Write output cells into the sheet (in place, or to `output`) atomically; return that path."""
-    target = Path(output) if output is not None else table.path
-    kind = _kind_of(target)
-    if kind != table.kind or (
-        kind == "xlsx" and target.suffix.lower() != table.path.suffix.lower()
-    ):
-        # An .xlsx package renamed .xlsm (or the reverse) will not open in Excel.
-        raise _fail(target, f"cannot write a {table.path.suffix} sheet to a {target.suffix} file")
+    target = _target(table, output)
     writes = _plan_writes(table, cells)
     if table.kind == "csv":
         doc = table._csv
@@ -426,6 +453,7 @@ __all__ = [
     "Results",
     "Row",
     "Table",
+    "check_writable",
     "load_sheet",
     "results_path",
     "write_back",

@@ -248,3 +248,25 @@ def test_an_api_that_answers_404_to_early_results_is_polled_by_status(tmp_path: 
         assert result.returncode == 0, result.stdout + result.stderr
         assert {r["status"] for r in read_csv(sheet)} == {"completed"}
         assert server.simulator.stats()["status"] > 0
+
+
+def test_a_sheet_that_cannot_be_written_is_refused_before_anything_is_submitted(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    missing = tmp_path / "no such folder" / "out.csv"
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(2))
+    book = tmp_path / "ads.xlsx"
+    write_xlsx(book, ad_rows(2))
+    wb = load_workbook(book)
+    wb["Ads"].title = "batchgen_results"  # the sheet run is the one results would replace
+    wb.save(book)
+    before = book.read_bytes()
+
+    to_missing = run_cli(["run", sheet, "--output", missing], sim)
+    into_itself = run_cli(["run", book, "--sheet", "batchgen_results"], sim)
+
+    for result, message in ((to_missing, "cannot write into"), (into_itself, "being processed")):
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+    assert book.read_bytes() == before
+    assert sim.simulator.submissions() == []

@@ -413,3 +413,35 @@ def test_api_client_submit_dropped_after_sending_is_uncertain_and_not_retried() 
             assert refused.calls["submit"] == 3
 
     run(main)
+
+
+def test_read_timeout_ends_an_upload_the_server_never_reads() -> None:
+    """A body stuck in a full socket buffer still ends in ReadTimeout, not a hang."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")  # the head only: the body is left unread
+            await stop.wait()
+            writer.close()
+
+        listener = await asyncio.start_server(never_read, "127.0.0.1", 0, limit=1 << 16)
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            async with LeanTransport() as transport:
+                timeout = {"connect": 5.0, "read": 0.5, "write": 5.0, "pool": 5.0}
+                with pytest.raises(httpx.ReadTimeout):
+                    await fetch(
+                        transport,
+                        "POST",
+                        f"http://127.0.0.1:{port}/upload",
+                        timeout,
+                        content=b"x" * (32 << 20),
+                    )
+        finally:
+            stop.set()
+            listener.close()
+            await listener.wait_closed()
+
+    run(main)
