@@ -75,7 +75,7 @@ class Figures:
     instant_jobs_per_s: float | None = None
     instant_calls_per_job: float | None = None
     instant_runs: list[float] = field(default_factory=list)  # jobs/s of each instant run
-    load_s: float | None = None  # the 100k-row xlsx sheet, for both runners
+    load_s: float | None = None  # the size stage's xlsx sheet, for both runners
     write_s: float | None = None
     resume_s: float | None = None
     load_cpu_s: float | None = None  # CPU seconds of the same stages (less hurt by a busy host)
@@ -431,9 +431,9 @@ _ROWS: tuple[tuple[str, str, str, str | None], ...] = (
     ("instant jobs/s (end to end, median)", "instant_jobs_per_s", "{:.0f}", "instant_jobs_per_s"),
     ("  each instant run, jobs/s", "instant_runs", "{}", None),
     ("  instant calls per job", "instant_calls_per_job", "{:.2f}", None),
-    ("load + validate s (100k-row xlsx)", "load_s", "{:.2f}", "load_s"),
+    ("load + validate s (the xlsx)", "load_s", "{:.2f}", "load_s"),
     ("  load CPU s", "load_cpu_s", "{:.2f}", None),
-    ("write back s (100k-row xlsx)", "write_s", "{:.2f}", "write_s"),
+    ("write back s (the xlsx)", "write_s", "{:.2f}", "write_s"),
     ("  write CPU s", "write_cpu_s", "{:.2f}", None),
     ("resume s", "resume_s", "{:.3f}", "resume_s"),
     ("  resume CPU s", "resume_cpu_s", "{:.3f}", None),
