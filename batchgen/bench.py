@@ -388,22 +388,14 @@ def run_benchmark(
 
 
 def _size_stages(work: Path, rows: int, figures: dict[str, Figures]) -> None:
-    xlsx = write_xlsx_sheet(work / "size.xlsx", rows)
-    got = _run_size_child("batchgen", xlsx, _fresh(work / "size-xlsx.db"))
-    mine = figures["batchgen"]
-    _take_size(mine, got)
-    csv_sheet = write_csv_sheet(work / "size-batchgen.csv", rows)
-    got = _run_size_child("batchgen", csv_sheet, _fresh(work / "size-csv.db"))
-    mine.csv_load_s, mine.csv_write_s = got["load_s"], got["write_s"]
-    mine.csv_peak_rss_mb = got["peak_rss_mb"]
-    if "naive" in figures:
-        theirs = figures["naive"]
-        xlsx = write_xlsx_sheet(work / "size-naive.xlsx", rows)
-        _take_size(theirs, _run_size_child("naive", xlsx, _fresh(work / "size-naive-xlsx.db")))
-        csv_sheet = write_csv_sheet(work / "size-naive.csv", rows)
-        got = _run_size_child("naive", csv_sheet, _fresh(work / "size-naive-csv.db"))
-        theirs.csv_peak_rss_mb = got["peak_rss_mb"]
-        theirs.csv_load_s, theirs.csv_write_s = got["load_s"], got["write_s"]
+    """Each runner on its own copy of the xlsx (write-back changes it), then of the csv."""
+    for who, mine in figures.items():
+        xlsx = write_xlsx_sheet(work / f"size-{who}.xlsx", rows)
+        _take_size(mine, _run_size_child(who, xlsx, _fresh(work / f"size-{who}-xlsx.db")))
+        csv_sheet = write_csv_sheet(work / f"size-{who}.csv", rows)
+        got = _run_size_child(who, csv_sheet, _fresh(work / f"size-{who}-csv.db"))
+        mine.csv_load_s, mine.csv_write_s = got["load_s"], got["write_s"]
+        mine.csv_peak_rss_mb = got["peak_rss_mb"]
 
 
 def _take_size(figures: Figures, got: dict[str, float]) -> None:

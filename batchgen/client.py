@@ -217,7 +217,7 @@ class ApiClient:
             self._slots = anyio.Semaphore(self._max_connections, fast_acquire=True)
         self.calls[kind] += 1
         try:
-            # at most one request per connection: httpcore's pool slows down with a long queue
+            # a slot per connection, taken before on_send: "sent" then means really leaving
             async with self._slots:
                 if on_send is not None:
                     on_send()

@@ -318,10 +318,6 @@ class Ledger:
         """Apply (key, {column: value}) changes in one transaction (a group commit)."""
         self.write_jobs(changes, [])
 
-    def claim_job(self, key: str, *, expect: str) -> bool:
-        """Claim one job for submission (see Claim); True if it was still `expect`."""
-        return self.write_jobs([], [Claim(key, expect)], now=time.time())[0]
-
     def write_jobs(
         self,
         changes: Sequence[tuple[str, dict[str, Any]]],
@@ -354,21 +350,21 @@ class Ledger:
                 for columns, rows in groups.items():
                     update = self._prepared(conn, columns)
                     conn.exec_driver_sql(update.sql, [update.params(row) for row in rows])
-                won = self._claim(conn, claims, now) if claims else set()
+                return self._claim(conn, claims, now) if claims else []
         except SQLAlchemyError as exc:
             raise LedgerError(f"cannot write the ledger: {exc.orig or exc}") from exc
-        # each key is won once, by its first claim in the batch
-        return [claim.key in won and not won.discard(claim.key) for claim in claims]
 
-    def _claim(self, conn: Any, claims: Sequence[Claim], now: float) -> set[str]:
-        """The keys of the claims won, in the transaction of `conn`."""
+    def _claim(self, conn: Any, claims: Sequence[Claim], now: float) -> list[bool]:
+        """Whether each claim won, in the transaction of `conn` (a job claimed twice in one
+        batch is won once: the second finds it `submitting`)."""
         claim = self._prepared(conn, ("claim",))
-        won: set[str] = set()
-        for item in claims:
-            params = claim.params({"_key": item.key, "_expect": item.expect, "_now": now})
-            if conn.exec_driver_sql(claim.sql, params).rowcount == 1:
-                won.add(item.key)
-        return won
+        return [
+            conn.exec_driver_sql(
+                claim.sql, claim.params({"_key": item.key, "_expect": item.expect, "_now": now})
+            ).rowcount
+            == 1
+            for item in claims
+        ]
 
     def _prepared(self, conn: Any, name: tuple[str, ...]) -> _Prepared:
         """An UPDATE by key, compiled once: the claim's (see Claim), or one setting `name`."""

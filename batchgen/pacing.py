@@ -47,7 +47,7 @@ class PollClock:
 
     def take_probe(self) -> bool:
         """True for the first few jobs followed before anything is learned (see next_delay)."""
-        if self._probes >= _LEARNED:
+        if self.learned or self._probes >= _LEARNED:
             return False
         self._probes += 1
         return True

@@ -340,7 +340,7 @@ class Pool:
         # --job-timeout counts from the submit, or from this run's start for an older job
         followed_since = max(submitted, self._started)
         # the first few jobs of a run are looked at early, so the clock learns soon
-        probe = not self.clock.learned and self.clock.take_probe()
+        probe = self.clock.take_probe()
         try:
             while True:
                 delay = self.clock.next_delay(

@@ -288,7 +288,7 @@ def check_writable(table: Table, *, output: str | Path | None = None) -> None:
     otherwise be found out only after the jobs were paid for.
     """
     target = _target(table, output)
-    folder = target.parent if str(target.parent) else Path(".")
+    folder = target.parent
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".batchgen-check-"):
             pass
