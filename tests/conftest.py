@@ -72,6 +72,32 @@ def cli_env(server: SimulatorServer | None, **extra: str) -> dict[str, str]:
     return env
 
 
+PG_SERVER_URL = os.environ.get("BATCHGEN_TEST_PG_URL", "")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty database on the PostgreSQL server of BATCHGEN_TEST_PG_URL (whose user
+    may create databases; CI starts one, see .ci/run), dropped afterwards; skips without it."""
+    if not PG_SERVER_URL:
+        pytest.skip("BATCHGEN_TEST_PG_URL is not set")
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"batchgen_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_SERVER_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        url = sa.engine.make_url(PG_SERVER_URL).set(database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 def run_cli(
     args: Sequence[str], server: SimulatorServer | None, *, timeout: float = 120, **env: str
 ) -> subprocess.CompletedProcess[str]:

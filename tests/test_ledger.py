@@ -1,23 +1,35 @@
-"""The ledger's group write: changes, then write-ahead claims, in one transaction."""
+"""The ledger's group write: changes, then write-ahead claims, in one transaction.
+
+Run on SQLite and, where BATCHGEN_TEST_PG_URL names a server, on PostgreSQL.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from batchgen.ledger import Claim, JobRecord, Ledger
 
 
-def _ledger(tmp_path: Path, keys: list[str]) -> Ledger:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    ledger.add_jobs(JobRecord(key=k, model_id="m", payload={"p": k}, state="pending") for k in keys)
-    return ledger
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty ledger database of each kind."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
 
 
 def test_claims_win_only_where_the_state_is_still_expected_and_each_job_once(
-    tmp_path: Path,
+    ledger_url: str,
 ) -> None:
-    ledger = _ledger(tmp_path, ["a", "b", "c"])
+    ledger = Ledger(ledger_url)
     try:
+        ledger.add_jobs(
+            JobRecord(key=k, model_id="m", payload={"p": k}, state="pending") for k in "abc"
+        )
+        # a job already in the ledger is left as it is
+        ledger.add_jobs([JobRecord(key="a", model_id="m", payload={}, state="pending")])
         won = ledger.write_jobs(
             [("a", {"state": "in_queue", "request_id": "r-a"})],  # applied before the claims
             [Claim("a", "pending"), Claim("b", "pending"), Claim("b", "pending"), Claim("c", "x")],
@@ -28,15 +40,17 @@ def test_claims_win_only_where_the_state_is_still_expected_and_each_job_once(
         ledger.close()
 
     assert won == [False, True, False, False]
-    assert (jobs["a"].state, jobs["a"].request_id, jobs["a"].submit_attempts) == (
+    a, b, c = jobs["a"], jobs["b"], jobs["c"]
+    assert (a.state, a.request_id, a.submit_attempts, a.payload) == (
         "in_queue",
         "r-a",
         0,
+        {"p": "a"},
     )
-    assert (jobs["b"].state, jobs["b"].submit_attempts, jobs["b"].submitted_at) == (
+    assert (b.state, b.submit_attempts, b.submitted_at, b.payload) == (
         "submitting",
         1,
         1234.5,
+        {"p": "b"},
     )
-    assert jobs["b"].payload == {"p": "b"}
-    assert (jobs["c"].state, jobs["c"].submit_attempts) == ("pending", 0)
+    assert (c.state, c.submit_attempts) == ("pending", 0)
