@@ -29,7 +29,7 @@ def cpu_stall_us() -> int | None:
 
 
 class _Stage:
-    """Wall and CPU seconds of a `with` block."""
+    """Wall and CPU seconds of the `with` blocks it times (summed over several)."""
 
     wall = cpu = 0.0
 
@@ -38,8 +38,8 @@ class _Stage:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.wall = time.perf_counter() - self._wall
-        self.cpu = time.process_time() - self._cpu
+        self.wall += time.perf_counter() - self._wall
+        self.cpu += time.process_time() - self._cpu
 
 
 def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
@@ -47,7 +47,8 @@ def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
     from batchgen import report, sheets
     from batchgen.config import build_config
     from batchgen.ledger import Ledger, ledger_url
-    from batchgen.runner import load_batch, plan_resume, reconcile
+    from batchgen.resume import resume
+    from batchgen.runner import bulk_allocations, load_batch
 
     config = build_config(sheet, db=str(db))
     with _Stage() as load:
@@ -55,21 +56,25 @@ def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
     if batch.plan.invalid or not batch.plan.jobs:
         raise RuntimeError(f"the size sheet did not validate: {len(batch.plan.invalid)} invalid")
 
-    # Set-up, untimed: a first run's reconcile fills the ledger; then nearly all are done.
+    # Set-up, untimed: a first run's resume fills the ledger; then nearly all are done.
     url = ledger_url(config.db, config.sheet)
     ledger = Ledger(url)
-    reconcile(batch, ledger)
+    resume(batch.plan, ledger, config)
     ledger.close()
     _mark_done(db, keep_every=200)
 
     ledger = Ledger(url)
-    with _Stage() as resume:
-        records = reconcile(batch, ledger)
-        to_submit, _ = plan_resume(batch, ledger, records)
-    ledger.close()
+    with _Stage() as decide, bulk_allocations():  # a rerun's work before its first submit
+        start = resume(batch.plan, ledger, config)
+    to_submit = start.to_submit
     if not 0 < len(to_submit) < len(batch.plan.jobs):
         raise RuntimeError(f"resume left {len(to_submit)} of {len(batch.plan.jobs)} jobs")
 
+    write = _Stage()
+    with write, bulk_allocations():
+        # a rerun reads its finished jobs' records when it first writes the sheet
+        records = start.complete(ledger, batch.plan)
+    ledger.close()
     for record in records.values():  # every row gets all four output columns
         record.state = "failed"
         record.request_id = record.request_id or f"req-{record.key}"
@@ -79,9 +84,9 @@ def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
     results = sheets.Results(
         headers=list(report.RESULT_HEADERS), rows=report.results_rows(batch.plan, records)
     )
-    with _Stage() as write:
+    with write:
         sheets.write_back(batch.table, cells, results=results)
-    return _stage_figures(load, resume, write)
+    return _stage_figures(load, decide, write)
 
 
 def _stage_figures(load: _Stage, resume: _Stage, write: _Stage) -> dict[str, float]:

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, TextIO
 
 from batchgen.ledger import JobRecord
-from batchgen.report import Outcome, outcome, sheet_status
+from batchgen.report import Outcome, sheet_status
 
 log = logging.getLogger("batchgen")
 STATE_ORDER = (
@@ -68,9 +68,8 @@ class RunReporter:
         self._progress: Any = None
         self._task: Any = None
 
-    def start(self, batch: Any, records: dict[str, JobRecord]) -> None:
+    def start(self, batch: Any, start: Outcome) -> None:
         """Count the jobs as the run begins."""
-        start = outcome(batch.plan, records)
         self.counts, self.total, self.spend = start.counts, start.jobs, start.estimated_spend
         log.info(
             "run %s: %d rows, %s",

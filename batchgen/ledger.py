@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -259,15 +260,23 @@ class Ledger:
     # jobs -----------------------------------------------------------------
 
     def get_jobs(
-        self, keys: Sequence[str] | None = None, *, payloads: bool = True
+        self,
+        keys: Sequence[str] | None = None,
+        *,
+        payloads: bool = True,
+        not_state: str | None = None,
     ) -> dict[str, JobRecord]:
-        """Records for `keys` (all records when None), by key.
+        """Records for `keys` (all records when None), by key; none in state `not_state`.
 
         With `payloads=False` the stored inputs are not decoded (each record's payload is
         empty): a resume of 100,000 jobs needs their states, not their prompts.
         """
         columns = [c for c in _RECORD_FIELDS if payloads or c != "payload"]
         selected = sa.select(*(jobs_table.c[name] for name in columns))
+        if not_state is not None:
+            # two ranges of the state index (SQLite scans the table for `!=`)
+            state = jobs_table.c.state
+            selected = selected.where((state < not_state) | (state > not_state))
         wanted = None if keys is None else set(keys)
         out: dict[str, JobRecord] = {}
         payload_at = _RECORD_FIELDS.index("payload")
@@ -278,8 +287,8 @@ class Ledger:
             else:
                 # one scan beats thousands of IN lookups; rows straight from the driver, as
                 # SQLAlchemy's row objects cost more than SQLite's work on 100,000 rows
-                sql = str(selected.compile(dialect=conn.dialect))
-                batches = [conn.exec_driver_sql(sql).fetchall()]
+                query = _Prepared(selected, conn.dialect)
+                batches = [conn.exec_driver_sql(query.sql, query.params({})).fetchall()]
             for rows in batches:
                 for row in rows:
                     if wanted is not None and row[0] not in wanted:
@@ -291,6 +300,40 @@ class Ledger:
                         values = [*row[:payload_at], {}, *row[payload_at:]]
                     out[row[0]] = JobRecord(*values)
         return out
+
+    def completed_rows(self) -> dict[str, int | None]:
+        """Every completed job's sheet row, by key, read from the state index alone.
+
+        A rerun of a nearly-done 100,000-job sheet needs no more of its finished jobs: the
+        index covers these columns, so no table row (holding a prompt) is read, and the
+        driver's tuples go straight into the dict.
+        """
+        c = jobs_table.c
+        statement = sa.select(c.key, c.sheet_row).where(c.state == sa.bindparam("_state"))
+        with self._driver_cursor(statement, {"_state": "completed"}) as cursor:
+            return dict(cursor)
+
+    def completed_cost(self, keys: Sequence[str] | None = None) -> float:
+        """The estimated costs of the completed jobs (of `keys` only, if given), summed."""
+        c = jobs_table.c
+        total = sa.select(sa.func.sum(c.estimated_cost)).where(c.state == "completed")
+        with self.engine.connect() as conn:
+            if keys is None:
+                return conn.execute(total).scalar() or 0.0
+            chunks = _chunks(list(keys), 500)
+            return sum(conn.execute(total.where(c.key.in_(p))).scalar() or 0.0 for p in chunks)
+
+    @contextlib.contextmanager
+    def _driver_cursor(self, statement: Any, params: dict[str, Any]) -> Iterator[Any]:
+        """A DBAPI cursor that ran `statement`: plain tuples, no SQLAlchemy row objects."""
+        with self.engine.connect() as conn:
+            query = _Prepared(statement, conn.dialect)
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                cursor.execute(query.sql, query.params(params))
+                yield cursor
+            finally:
+                cursor.close()
 
     def add_jobs(self, records: Iterable[JobRecord]) -> None:
         """Insert records whose key is not in the ledger yet (one transaction)."""

@@ -32,6 +32,7 @@ from batchgen.errors import (
 from batchgen.ledger import JobRecord, Ledger, LockInfo, ledger_url
 from batchgen.models import ModelSpec, get_model
 from batchgen.pool import IN_FLIGHT, EngineOptions, Events, Pool
+from batchgen.resume import Resume, resume
 from batchgen.specs import Problem, SheetPlan, build_plan
 
 log = logging.getLogger("batchgen")
@@ -124,78 +125,6 @@ def write_sheet(batch: Batch, records: dict[str, JobRecord]) -> Path:
     )
 
 
-def _new_record(job: Any, now: float) -> JobRecord:
-    return JobRecord(
-        key=job.key,
-        model_id=job.model_id,
-        payload=job.payload,
-        state="pending",
-        take=job.take,
-        label=job.label,
-        sheet_row=job.row,
-        estimated_cost=job.estimated_cost,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-@bulk_allocations()
-def reconcile(batch: Batch, ledger: Ledger) -> dict[str, JobRecord]:
-    """Ledger records for every job of the plan, adding new ones as pending."""
-    keys = [job.key for job in batch.plan.jobs]
-    records = ledger.get_jobs(keys, payloads=False)
-    for job in batch.plan.jobs:
-        if job.key in records:
-            # the sheet's input as it is now: the same bytes the key was made from
-            records[job.key].payload = job.payload
-    now = time.time()
-    fresh = [_new_record(job, now) for job in batch.plan.jobs if job.key not in records]
-    ledger.add_jobs(fresh)
-    records.update({r.key: r for r in fresh})
-    moved = []
-    for job in batch.plan.jobs:
-        record = records[job.key]
-        if record.sheet_row != job.row:
-            record.sheet_row = job.row
-            moved.append((job.key, {"sheet_row": job.row}))
-    ledger.update_jobs(moved)
-    return records
-
-
-def plan_resume(
-    batch: Batch, ledger: Ledger, records: dict[str, JobRecord]
-) -> tuple[list[str], float]:
-    """Decide what to submit; returns (keys to submit in sheet order, spend already committed)."""
-    config = batch.config
-    changes: list[tuple[str, dict[str, Any]]] = []
-    to_submit: list[str] = []
-    spent = 0.0
-    for job in batch.plan.jobs:
-        record = records[job.key]
-        if record.state == "submitting":
-            # sent but never answered before a crash: unknowable, never silently resubmitted
-            values = {
-                "state": "unknown",
-                "error": "the run stopped before the submit answered; "
-                "rerun with --resubmit-unknown to submit it again",
-            }
-            changes.append((job.key, values))
-            record.update(values)
-        if record.state == "unknown" and config.resubmit_unknown:
-            to_submit.append(job.key)
-        elif record.state == "failed" and config.retry_failed:
-            values = {"state": "pending", "request_id": None, "error": None, "video_url": None}
-            changes.append((job.key, values))
-            record.update(values)
-            to_submit.append(job.key)
-        elif record.state == "pending":
-            to_submit.append(job.key)
-        if record.request_id or record.state == "unknown":
-            spent += record.estimated_cost or 0.0
-    ledger.update_jobs(changes)
-    return to_submit, spent
-
-
 def download_name(batch: Batch) -> Callable[[JobRecord], str]:
     """Stable, filesystem-safe file names: row, a name/variant column when present, the job."""
     headers = [h.strip().lower() for h in batch.table.headers]
@@ -233,16 +162,18 @@ def run_batch(
     run_id = uuid.uuid4().hex
     ledger.acquire_lock(batch.scope, run_id=run_id)
     try:
-        records = reconcile(batch, ledger)
-        to_submit, spent = plan_resume(batch, ledger, records)
+        with bulk_allocations():
+            start = resume(batch.plan, ledger, config)
         if observer is not None:
-            observer.start(batch, records)
+            observer.start(batch, start.start)
         # the sheet is first written at the first checkpoint (5 s), not here: a short run
         # would spend a write on cells that only say "pending"; but a sheet that cannot be
         # written is refused before anything is paid for
         sheets.check_writable(batch.table, output=config.output)
-        pool = _make_pool(batch, ledger, records, to_submit, spent, token, events, run_id)
+        pool = _make_pool(batch, ledger, start, token, events, run_id)
         anyio.run(pool.run)
+        with bulk_allocations():
+            records = start.complete(ledger, batch.plan)
         written = write_sheet(batch, records)
     finally:
         ledger.release_lock(batch.scope, run_id=run_id)
@@ -259,14 +190,7 @@ def run_batch(
 
 
 def _make_pool(
-    batch: Batch,
-    ledger: Ledger,
-    records: dict[str, JobRecord],
-    to_submit: list[str],
-    spent: float,
-    token: str,
-    events: Events,
-    run_id: str,
+    batch: Batch, ledger: Ledger, start: Resume, token: str, events: Events, run_id: str
 ) -> Pool:
     config = batch.config
     options = EngineOptions(
@@ -278,10 +202,12 @@ def _make_pool(
         download_name=download_name(batch) if config.download else None,
         submits_in_flight=min(SUBMITS_IN_FLIGHT, config.concurrency),
     )
-    plan_keys = {job.key for job in batch.plan.jobs}
-    mine = {k: r for k, r in records.items() if k in plan_keys}
+    acting = dict(start.records)  # the pool's own map: finished records join only the run's
 
     def checkpoint(write: bool) -> bool:
+        # in a worker thread: the first one reads the finished jobs' records
+        with bulk_allocations():
+            records = start.complete(ledger, batch.plan)
         if write:
             write_sheet(batch, records)
         counts = report.outcome(batch.plan, records).counts
@@ -297,12 +223,12 @@ def _make_pool(
     return Pool(
         ledger=ledger,
         client=client,
-        records=mine,
-        to_submit=to_submit,
+        records=acting,
+        to_submit=start.to_submit,
         options=options,
         events=events,
         checkpoint=checkpoint,
-        spent=spent,
+        spent=start.spent,
     )
 
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from batchgen import sheets
 from batchgen.config import build_config
-from batchgen.runner import load_batch, open_ledger, plan_resume, reconcile, write_sheet
+from batchgen.resume import resume
+from batchgen.runner import load_batch, open_ledger, write_sheet
 from tests.conftest import IMAGE, write_csv, write_xlsx
 
 # Text a marketer might type: any unicode but surrogates and the NUL/controls no sheet can hold.
@@ -73,8 +74,7 @@ def test_user_cells_survive_the_ledger_and_write_back(values: list[list[Any]], k
         batch = load_batch(config)
         ledger = open_ledger(config)
         try:
-            records = reconcile(batch, ledger)
-            plan_resume(batch, ledger, records)
+            resume(batch.plan, ledger, config)
             reread = ledger.get_jobs()
         finally:
             ledger.close()
