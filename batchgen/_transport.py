@@ -5,7 +5,8 @@ socket on each request, through several layers of anyio streams), which caps a r
 250 requests/s on a 2-core machine. This transport keeps httpx's API, request building, error
 types and timeouts, and does the exchange itself in tens of microseconds. It serves the Model
 API's small JSON exchanges: whole bodies in memory, HTTP/1.1 only, no proxies, no upgrades;
-anything else (another event loop, HEAD, CONNECT) goes to httpx's own transport.
+anything else (another event loop, HEAD, CONNECT) goes to httpx's own transport. ApiClient
+uses LeanEndpoint, which writes its requests as bytes and skips httpx's objects altogether.
 
 Errors keep httpx's meaning, which the client relies on for "was the request sent?":
 ConnectError/ConnectTimeout/PoolTimeout only before a byte of the request was written;
@@ -15,6 +16,8 @@ ReadError, ReadTimeout, RemoteProtocolError and WriteError after.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import select
 import ssl
 import time
@@ -240,11 +243,23 @@ class LeanTransport(httpx.AsyncBaseTransport):
             or not _on_asyncio()
         ):
             return await self._fallback_transport().handle_async_request(request)
-        if self._closed:
-            raise httpx.ConnectError("the transport is closed")
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         data = await _serialise(request)
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        answer = await self.round_trip(_origin(url), data, timeouts)
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=httpx.ByteStream(b"".join(answer.body)),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
+            request=request,
+        )
+
+    async def round_trip(
+        self, origin: _Origin, data: bytes, timeouts: dict[str, float | None]
+    ) -> _Answer:
+        """Write the request bytes `data` to `origin` on a pooled connection; the whole answer."""
+        if self._closed:
+            raise httpx.ConnectError("the transport is closed")
         await self._acquire_slot(timeouts.get("pool"))
         try:
             connection = self._idle_connection(origin)
@@ -258,13 +273,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 connection.close()
         finally:
             self._release_slot()
-        return httpx.Response(
-            answer.status,
-            headers=answer.headers,
-            stream=httpx.ByteStream(b"".join(answer.body)),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
-            request=request,
-        )
+        return answer
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
@@ -343,6 +352,69 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except (OSError, ssl.SSLError) as exc:
             raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
         return connection
+
+
+class LeanEndpoint:
+    """Calls to one base URL with constant headers, sent as bytes: no httpx object per call.
+
+    httpx's Request, URL, Headers and Response cost more CPU than the exchange itself; the
+    request line and head are put together here the way httpx would write them.
+    """
+
+    def __init__(self, transport: LeanTransport, base_url: str, headers: httpx.Headers) -> None:
+        url = httpx.URL(base_url)
+        self.transport = transport
+        self.base_url = base_url
+        # anything unusual in the base URL (a query, another scheme) goes httpx's own way
+        self.usable = url.scheme in ("http", "https") and not url.query and not url.fragment
+        self.origin = _origin(url)
+        self._prefix = url.raw_path.rstrip(b"/")
+        lines = [(b"Host", url.netloc), *headers.raw]
+        self._head = b"".join(name + b": " + value + b"\r\n" for name, value in lines)
+
+    def ready(self) -> bool:
+        """Whether this call can go the lean way (on asyncio, with a plain base URL)."""
+        return self.usable and _on_asyncio()
+
+    def target(self, path: str) -> bytes:
+        """The request target of `path` under the base URL, as httpx.URL would encode it."""
+        if _PLAIN_PATH.fullmatch(path) and "/." not in path:
+            return self._prefix + path.encode("ascii")
+        return httpx.URL(self.base_url + path).raw_path  # escapes, dot segments: httpx decides
+
+    async def send(
+        self, method: str, path: str, payload: Any, timeouts: dict[str, float | None]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One exchange with `payload` as JSON (None: no body): status, headers, decoded body."""
+        head = [method.encode("ascii"), b" ", self.target(path), b" HTTP/1.1\r\n", self._head]
+        body = b""
+        if payload is not None:  # encoded as httpx encodes json=
+            text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            body = text.encode()
+            head.append(b"Content-Length: %d\r\nContent-Type: application/json\r\n" % len(body))
+        elif method in ("POST", "PUT", "PATCH"):
+            head.append(b"Content-Length: 0\r\n")  # as httpx sends a bodiless POST
+        head += [b"\r\n", body]
+        answer = await self.transport.round_trip(self.origin, b"".join(head), timeouts)
+        content = b"".join(answer.body)
+        if any(name.lower() == b"content-encoding" for name, _ in answer.headers):
+            # rare: the API is not asked to compress; httpx undoes gzip/deflate/br as before
+            content = httpx.Response(answer.status, headers=answer.headers, content=content).content
+        return answer.status, answer.headers, content
+
+
+def header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of header `name` (lower case), repeated ones joined by commas as httpx does."""
+    values = [value.decode("latin-1") for key, value in headers if key.lower() == name]
+    return ", ".join(values) if values else None
+
+
+# a path of plain characters, sent as it is: httpx would neither escape nor normalise it
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~/-]*(\?[A-Za-z0-9._~=&-]*)?")
+
+
+def _origin(url: httpx.URL) -> _Origin:
+    return (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
 
 
 def _on_asyncio() -> bool:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from batchgen._transport import LeanTransport
+from batchgen._transport import LeanEndpoint, LeanTransport, header
 from batchgen.errors import (
     ApiError,
     ApiPermanentError,
@@ -118,23 +118,21 @@ def _message(body: Any, fallback: str) -> str:
     return fallback
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(value: str | None) -> float | None:
     try:
         return float(value) if value is not None else None
     except ValueError:
         return None
 
 
-def _raise_for_answer(response: httpx.Response, body: Any, what: str) -> None:
+def _raise_for_answer(code: int, retry_after: float | None, body: Any, what: str) -> None:
     """Turn an HTTP error or an error_code in the body into the right ApiError."""
-    code = response.status_code
     error_code = body.get("error_code") if isinstance(body, dict) else None
     if code < 400 and not error_code:
         return
     text = _message(body, f"HTTP {code}")
     label = f"{what}: {text}" + (f" (error_code {error_code})" if error_code else f" (HTTP {code})")
-    kwargs = {"status_code": code, "error_code": error_code, "retry_after": _retry_after(response)}
+    kwargs = {"status_code": code, "error_code": error_code, "retry_after": retry_after}
     if code in (401, 403) or error_code in (403001, 400004):
         raise AuthError(f"the API rejected the token ({text})", **kwargs)
     if code == 402 or error_code == 400002:
@@ -177,14 +175,14 @@ class ApiClient:
         # requests go straight to the lean transport: the API needs none of the client's
         # cookie, auth or redirect handling, which cost more CPU than the exchange itself;
         # a proxy from the environment gets httpx's own client and transport instead
-        self._transport = _api_transport(self.base_url, max_connections)
-        self._urls: dict[str, httpx.URL] = {}
+        transport = _api_transport(self.base_url, max_connections)
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect, pool=None),
             limits=httpx.Limits(max_connections=max_connections),
             follow_redirects=False,  # a redirect must never carry the token to another host
-            transport=self._transport,
+            transport=transport,
         )
+        self._lean = LeanEndpoint(transport, self.base_url, self._headers) if transport else None
         # Media lives on other hosts: a separate client that never holds the token, made
         # on first use (its TLS set-up costs time that most runs need not spend)
         self._media: httpx.AsyncClient | None = None
@@ -221,7 +219,7 @@ class ApiClient:
             async with self._slots:
                 if on_send is not None:
                     on_send()
-                response = await self._send(method, path, body)
+                status, content, retry_after = await self._send(method, path, body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # the request never left: safe to repeat, even a submit
             raise ApiTransientError(
@@ -231,35 +229,32 @@ class ApiClient:
             error = SubmitUncertainError if kind == "submit" else ApiTransientError
             raise error(f"{kind}: connection failed after sending ({_brief(exc)})") from exc
         try:
-            data = response.json()
+            data = json.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError):
             data = None
-        if response.status_code == 429 and self.on_rate_limited is not None:
+        if status == 429 and self.on_rate_limited is not None:
             self.on_rate_limited()
-        if data is None and response.status_code < 400:
+        if data is None and status < 400:
             error = SubmitUncertainError if kind == "submit" else ApiTransientError
-            raise error(f"{kind}: the API answered HTTP {response.status_code} without valid JSON")
-        _raise_for_answer(response, data, kind)
+            raise error(f"{kind}: the API answered HTTP {status} without valid JSON")
+        _raise_for_answer(status, retry_after, data, kind)
         return data
 
-    async def _send(self, method: str, path: str, body: Any) -> httpx.Response:
-        url = self._urls.get(path) if method == "POST" else None
-        if url is None:
-            url = httpx.URL(self.base_url + path)  # parsing a URL costs as much as sending it
-            if method == "POST" and len(self._urls) < 64:
-                self._urls[path] = url  # submits repeat one URL per model
+    async def _send(self, method: str, path: str, body: Any) -> tuple[int, bytes, float | None]:
+        """One exchange: the status, the (decoded) body and its Retry-After header."""
+        if self._lean and self._lean.ready():  # httpx's objects cost more than the exchange
+            status, headers, content = await self._lean.send(method, path, body, self._timeouts)
+            return status, content, _retry_after(header(headers, b"retry-after"))
         request = httpx.Request(
             method,
-            url,
+            self.base_url + path,
             headers=self._headers,
             json=body,
             extensions={"timeout": self._timeouts},
         )
-        if self._transport is None:
-            return await self._http.send(request)
-        response = await self._transport.handle_async_request(request)
-        await response.aread()
-        return response
+        response = await self._http.send(request)  # a proxy or another event loop: httpx's way
+        retry_after = response.headers.get("retry-after")
+        return response.status_code, response.content, _retry_after(retry_after)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(1, self.retry.attempts + 1):

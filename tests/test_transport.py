@@ -16,7 +16,7 @@ import pytest
 
 from batchgen import _transport
 from batchgen._transport import LeanTransport
-from batchgen.client import ApiClient, RetryPolicy
+from batchgen.client import NO_RETRY, ApiClient, RetryPolicy
 from batchgen.errors import ApiTransientError, SubmitUncertainError
 
 SHORT_READ = {"connect": 5.0, "read": 0.2, "write": 5.0, "pool": 5.0}
@@ -103,7 +103,14 @@ class Server:
     ) -> bool:
         """Write the answer of `route`; False ends the connection."""
         echo = json.dumps(
-            {"method": req.method, "path": req.path, "body": req.body.decode(), "conn": req.conn}
+            {
+                "method": req.method,
+                "path": req.path,
+                "body": req.body.decode(),
+                "conn": req.conn,
+                "request_id": "r1",  # a submit's and a job status's fields, for ApiClient
+                "status": "in_queue",
+            }
         ).encode()
         json_type = "Content-Type: application/json"
         if route == "gate":
@@ -130,6 +137,11 @@ class Server:
             writer.write(
                 _answer(200, gzip.compress(b"plain text " * 100), "Content-Encoding: gzip")
             )
+        elif route == "zipped":  # a JSON answer, gzipped
+            writer.write(_answer(200, gzip.compress(echo), json_type, "Content-Encoding: gzip"))
+        elif route == "busy":
+            busy = b'{"error_code": 429, "message": "slow down"}'
+            writer.write(_answer(429, busy, json_type, "Retry-After: 7"))
         elif route == "big":
             writer.write(_answer(200, b"x" * self.big))
         elif route == "half":
@@ -443,5 +455,55 @@ def test_read_timeout_ends_an_upload_the_server_never_reads() -> None:
             stop.set()
             listener.close()
             await listener.wait_closed()
+
+    run(main)
+
+
+def test_api_client_sends_exactly_what_httpx_would() -> None:
+    """ApiClient's byte-level requests match httpx.Request's: target, headers, JSON body."""
+
+    async def main() -> None:
+        async with serve() as server:
+            base = server.url("/echo/base")
+            async with ApiClient(base_url=base, token="tok", retry=NO_RETRY) as client:
+                await client.submit("vendor/model-1", {"prompt": "héllo ✓", "n": [1.5, None]})
+                await client.status("plain-id_1.2~x")
+                await client.status("odd id/é")  # escaped by quote(), then as httpx does
+                await client.status("..")  # a dot segment: httpx normalises it away
+                await client.result("plain-id")
+                assert await client.cancel("plain-id") == "in_queue"  # a POST without a body
+            expected = [
+                ("POST", "/v1/models/vendor/model-1", {"prompt": "héllo ✓", "n": [1.5, None]}),
+                ("GET", "/v1/requests/plain-id_1.2~x/status", None),
+                ("GET", "/v1/requests/odd%20id/%C3%A9/status", None),
+                ("GET", "/v1/requests/../status", None),
+                ("GET", "/v1/requests/plain-id/result?include_cost=true", None),
+                ("POST", "/v1/requests/plain-id/cancel", None),
+            ]
+            assert len(server.seen) == len(expected)
+            headers = {"Authorization": "Bearer tok", "User-Agent": "batchgen/0.1"}
+            for seen, (method, path, payload) in zip(server.seen, expected, strict=True):
+                want = httpx.Request(method, base + path, headers=headers, json=payload)
+                assert (seen.method, seen.path) == (method, want.url.raw_path.decode())
+                assert seen.body == want.content
+                assert seen.headers == {k.lower(): v for k, v in want.headers.items()}
+            assert {s.conn for s in server.seen} == {1}  # one keep-alive connection throughout
+
+    run(main)
+
+
+def test_api_client_decodes_gzip_and_reads_retry_after() -> None:
+    """A gzipped JSON answer is decoded; a 429's Retry-After reaches the error."""
+
+    async def main() -> None:
+        async with serve() as server:
+            zipped = ApiClient(base_url=server.url("/zipped"), token="t", retry=NO_RETRY)
+            async with zipped:
+                assert (await zipped.status("r1")).status == "in_queue"
+            busy = ApiClient(base_url=server.url("/busy"), token="t", retry=NO_RETRY)
+            async with busy:
+                with pytest.raises(ApiTransientError, match="slow down") as caught:
+                    await busy.status("r1")
+            assert (caught.value.status_code, caught.value.retry_after) == (429, 7.0)
 
     run(main)
