@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import openpyxl
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from batchgen._xlsx import strip_illegal
@@ -203,6 +203,9 @@ def test_csv_round_trip(data: st.DataObject, dialect: dict[str, object]) -> None
             codec = "utf-8"  # plain ASCII is read (and extended) as UTF-8
         except UnicodeDecodeError:
             codec = "cp1252"
+        # cp1252 text whose bytes are also valid UTF-8 ("Â" then "Œ" is U+008C in UTF-8) is
+        # read as UTF-8, as by any reader without a BOM: those bytes cannot tell
+        assume(encoding != "cp1252" or codec == "cp1252" or raw_before.isascii())
         check_round_trip(
             path,
             headers,
