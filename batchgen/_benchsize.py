@@ -59,13 +59,13 @@ def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
     # Set-up, untimed: a first run's resume fills the ledger; then nearly all are done.
     url = ledger_url(config.db, config.sheet)
     ledger = Ledger(url)
-    resume(batch.plan, ledger, config)
+    resume(batch.plan, ledger, config, scope=batch.scope)
     ledger.close()
     _mark_done(db, keep_every=200)
 
     ledger = Ledger(url)
     with _Stage() as decide, bulk_allocations():  # a rerun's work before its first submit
-        start = resume(batch.plan, ledger, config)
+        start = resume(batch.plan, ledger, config, scope=batch.scope)
     to_submit = start.to_submit
     if not 0 < len(to_submit) < len(batch.plan.jobs):
         raise RuntimeError(f"resume left {len(to_submit)} of {len(batch.plan.jobs)} jobs")

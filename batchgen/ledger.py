@@ -53,6 +53,14 @@ jobs_table = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("download_path", sa.Text),
 )
+# a sheet's plan as its last resume left the ledger: a rerun with the same jobs at the same rows
+# skips matching every job against the ledger (see resume)
+marks_table = sa.Table(
+    "plan_marks",
+    metadata,
+    sa.Column("scope", sa.String(1024), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+)
 locks_table = sa.Table(
     "run_locks",
     metadata,
@@ -302,35 +310,40 @@ class Ledger:
         return out
 
     def completed_rows(self) -> dict[str, int | None]:
-        """Every completed job's sheet row, by key, read from the state index alone.
+        """Every completed job's sheet row, by key, read from the completed jobs' index alone.
 
         A rerun of a nearly-done 100,000-job sheet needs no more of its finished jobs: the
-        index covers these columns, so no table row (holding a prompt) is read, and the
-        driver's tuples go straight into the dict.
+        partial index ix_jobs_completed covers these columns, so no table row (holding a
+        prompt) is read, and the driver's tuples go straight into the dict.
         """
-        c = jobs_table.c
-        statement = sa.select(c.key, c.sheet_row).where(c.state == sa.bindparam("_state"))
-        with self._driver_cursor(statement, {"_state": "completed"}) as cursor:
+        with self._completed_cursor('"key", sheet_row') as cursor:
             return dict(cursor)
 
     def completed_cost(self, keys: Sequence[str] | None = None) -> float:
         """The estimated costs of the completed jobs (of `keys` only, if given), summed."""
+        if keys is None:
+            with self._completed_cursor("SUM(estimated_cost)") as cursor:
+                return cursor.fetchone()[0] or 0.0
         c = jobs_table.c
         total = sa.select(sa.func.sum(c.estimated_cost)).where(c.state == "completed")
         with self.engine.connect() as conn:
-            if keys is None:
-                return conn.execute(total).scalar() or 0.0
             chunks = _chunks(list(keys), 500)
             return sum(conn.execute(total.where(c.key.in_(p))).scalar() or 0.0 for p in chunks)
 
     @contextlib.contextmanager
-    def _driver_cursor(self, statement: Any, params: dict[str, Any]) -> Iterator[Any]:
-        """A DBAPI cursor that ran `statement`: plain tuples, no SQLAlchemy row objects."""
+    def _completed_cursor(self, columns: str) -> Iterator[Any]:
+        """A DBAPI cursor over `columns` of the completed jobs, from ix_jobs_completed.
+
+        Plain SQL: the state is a literal (with a parameter no planner can tell that the
+        partial index applies), and SQLite, without statistics, must be told to use it.
+        """
         with self.engine.connect() as conn:
-            query = _Prepared(statement, conn.dialect)
+            source = "jobs"
+            if conn.dialect.name == "sqlite":
+                source = "jobs INDEXED BY ix_jobs_completed"
             cursor = conn.connection.driver_connection.cursor()
             try:
-                cursor.execute(query.sql, query.params(params))
+                cursor.execute(f"SELECT {columns} FROM {source} WHERE state = 'completed'")
                 yield cursor
             finally:
                 cursor.close()
@@ -512,6 +525,32 @@ class Ledger:
                     (locks_table.c.scope == scope) & (locks_table.c.run_id == run_id)
                 )
             )
+
+    # plan marks ------------------------------------------------------------
+
+    def plan_mark(self, scope: str) -> str | None:
+        """The digest of `scope`'s jobs and rows as its last resume left them, if still valid."""
+        query = sa.select(marks_table.c.digest).where(marks_table.c.scope == scope)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    def set_plan_mark(self, scope: str, digest: str, *, invalidate_others: bool) -> None:
+        """Record that every job of `scope`'s plan (`digest`) is in the ledger at its row.
+
+        `invalidate_others`: this resume added jobs or moved rows, which may be another
+        sheet's too (sheets sharing a ledger share identical jobs), so their marks go.
+        """
+        with self._begin() as conn:
+            if invalidate_others:
+                conn.execute(marks_table.delete())
+            else:
+                conn.execute(marks_table.delete().where(marks_table.c.scope == scope))
+            conn.execute(marks_table.insert().values(scope=scope, digest=digest))
+
+    def job_count(self) -> int:
+        """How many jobs the ledger holds."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(jobs_table)).scalar() or 0
 
 
 def _local_time(epoch: float) -> str:

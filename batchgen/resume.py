@@ -1,14 +1,18 @@
 """Where a run starts: the sheet's jobs against the ledger, and what is left to do.
 
-A rerun of a 100,000-row sheet that is nearly done must decide what is left at once. The
-ledger is read lean (key, row, state and spend of every job); full records are read only for
-the jobs this run may act on. The finished jobs' records are read when the sheet is written.
+A rerun of a 100,000-row sheet that is nearly done must decide what is left at once. Whole
+records are read only for the jobs that are not completed; the completed ones are counted
+from a covering index, and their records are read when the sheet is first written. When the
+sheet's jobs and rows are exactly those its last resume left in the ledger (a plan mark),
+even the completed jobs' keys are not read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+from array import array
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import attrgetter, ne
@@ -32,20 +36,21 @@ class Resume:
     to_submit: list[str]
     spent: float
     start: report.Outcome
-    finished: list[str] = field(default_factory=list)  # keys whose records are not read yet
+    _complete: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def complete(self, ledger: Ledger, plan: SheetPlan) -> dict[str, JobRecord]:
-        """Every job's record: the finished ones are read on first call (thread-safe)."""
+        """Every job's record: the completed ones are read on first call (thread-safe)."""
         with self._lock:
-            if self.finished:
-                read = ledger.get_jobs(self.finished, payloads=False)
-                for job in plan.jobs:
+            if not self._complete:
+                missing = [job for job in plan.jobs if job.key not in self.records]
+                read = ledger.get_jobs([job.key for job in missing], payloads=False)
+                for job in missing:
                     record = read.get(job.key)
                     if record is not None:
                         record.payload = job.payload
                         self.records[job.key] = record
-                self.finished = []
+                self._complete = True
         return self.records
 
 
@@ -64,22 +69,44 @@ def _new_record(job: JobSpec, now: float) -> JobRecord:
     )
 
 
-def resume(plan: SheetPlan, ledger: Ledger, config: RunConfig) -> Resume:
-    """Add the sheet's new jobs, follow moved rows, and decide what this run submits."""
-    lean = config.download is None  # else every completed video may need downloading
-    completed_at = ledger.completed_rows() if lean else {}
-    # the one pass over every job, in C: the jobs not completed at their sheet row
-    plan_keys = list(map(attrgetter("key"), plan.jobs))
-    plan_rows = list(map(attrgetter("row"), plan.jobs))
-    differs = map(ne, map(completed_at.get, plan_keys), plan_rows)
-    rest = [plan.jobs[i] for i in compress(range(len(plan_keys)), differs)]
+def plan_digest(keys: list[str], rows: list[int]) -> str:
+    """A digest of a plan's job keys and sheet rows, in order."""
+    blob = "\n".join(keys).encode() + array("q", rows).tobytes()
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+@dataclass
+class _Match:
+    """The plan against the ledger: jobs not completed, their records, the completed ones."""
+
+    acting: list[JobSpec]
+    records: dict[str, JobRecord]
+    completed: int
+    spent: float
+    changed: bool  # jobs were added or rows moved
+
+
+def _match_marked(plan: SheetPlan, ledger: Ledger, keys: list[str]) -> _Match:
+    """The ledger holds exactly the plan's jobs at the plan's rows: read what is not completed."""
+    records = ledger.get_jobs(payloads=False, not_state="completed")
+    acting = list(compress(plan.jobs, map(records.__contains__, keys)))
+    completed = len(keys) - len(acting)
+    return _Match(acting, records, completed, ledger.completed_cost() if completed else 0.0, False)
+
+
+def _match(plan: SheetPlan, ledger: Ledger, keys: list[str], rows: list[int], lean: bool) -> _Match:
+    """Every job against the ledger: add new ones, follow moved rows."""
+    completed_at = ledger.completed_rows() if lean else {}  # else: downloads may be missing
+    # one pass over every job, in C: those not completed at their sheet row
+    differs = map(ne, map(completed_at.get, keys), rows)
+    rest = [plan.jobs[i] for i in compress(range(len(keys)), differs)]
     moved = [(job.key, {"sheet_row": job.row}) for job in rest if job.key in completed_at]
-    finished = list(completed_at)
-    spent = ledger.completed_cost() if finished else 0.0
-    if len(plan.jobs) - len(rest) + len(moved) != len(finished):
+    completed = len(completed_at)
+    spent = ledger.completed_cost() if completed else 0.0
+    if len(keys) - len(rest) + len(moved) != completed:
         # the ledger holds completed jobs the sheet no longer has: count the sheet's only
-        orphans = completed_at.keys() - set(plan_keys)
-        finished = [key for key in finished if key not in orphans]
+        orphans = completed_at.keys() - set(keys)
+        completed -= len(orphans)
         spent -= ledger.completed_cost(list(orphans))
 
     others = ledger.get_jobs(payloads=False, not_state="completed" if lean else None)
@@ -93,15 +120,30 @@ def resume(plan: SheetPlan, ledger: Ledger, config: RunConfig) -> Resume:
     ledger.add_jobs(new)
     records = {job.key: others[job.key] for job in acting if job.key in others}
     records.update((record.key, record) for record in new)
+    return _Match(acting, records, completed, spent, bool(moved or new))
+
+
+def resume(plan: SheetPlan, ledger: Ledger, config: RunConfig, *, scope: str) -> Resume:
+    """Add the sheet's new jobs, follow moved rows, and decide what this run submits."""
+    lean = config.download is None  # with --download every completed job is looked at
+    keys = list(map(attrgetter("key"), plan.jobs))
+    rows = list(map(attrgetter("row"), plan.jobs))
+    digest = plan_digest(keys, rows)
+    if lean and ledger.plan_mark(scope) == digest and ledger.job_count() == len(keys):
+        match = _match_marked(plan, ledger, keys)
+    else:
+        match = _match(plan, ledger, keys, rows, lean)
+    ledger.set_plan_mark(scope, digest, invalidate_others=match.changed)
 
     start = report.Outcome(rows=plan.row_count, jobs=len(plan.jobs) + len(plan.invalid))
-    if finished:
-        start.counts[report.SUCCESS] = len(finished)
-    start.estimated_spend = spent
+    if match.completed:
+        start.counts[report.SUCCESS] = match.completed
+    start.estimated_spend = spent = match.spent
     problems: dict[str, list[int]] = {}
     to_submit: list[str] = []
     changes: list[tuple[str, dict[str, Any]]] = []
-    for job in acting:
+    records = match.records
+    for job in match.acting:
         record = records[job.key]
         record.payload = job.payload  # the sheet's input as it is now: the key's own bytes
         record.sheet_row = job.row
@@ -117,7 +159,9 @@ def resume(plan: SheetPlan, ledger: Ledger, config: RunConfig) -> Resume:
         start.counts["invalid"] += len(plan.invalid)
         problems.setdefault("invalid", []).extend(plan.invalid)
     start.problem_rows = {state: sorted(set(rows)) for state, rows in problems.items()}
-    return Resume(records, to_submit, spent, start, finished)
+    acting_keys = {job.key for job in match.acting}
+    mine = {key: record for key, record in records.items() if key in acting_keys}
+    return Resume(mine, to_submit, spent, start)
 
 
 def _decide(

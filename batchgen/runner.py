@@ -163,7 +163,7 @@ def run_batch(
     ledger.acquire_lock(batch.scope, run_id=run_id)
     try:
         with bulk_allocations():
-            start = resume(batch.plan, ledger, config)
+            start = resume(batch.plan, ledger, config, scope=batch.scope)
         if observer is not None:
             observer.start(batch, start.start)
         # the sheet is first written at the first checkpoint (5 s), not here: a short run

@@ -85,3 +85,24 @@ def test_the_first_checkpoint_of_a_rerun_writes_the_finished_rows_too(
         _, err = run.communicate(timeout=60)
         assert run.returncode == 0, err
     assert [r["status"] for r in read_csv(sheet)] == ["completed"] * 3
+
+
+def test_a_sheet_sharing_the_ledger_that_moves_rows_makes_the_next_rerun_look_again(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    rows = ad_rows(3)
+    first = write_csv(tmp_path / "first.csv", rows)
+    second = write_csv(tmp_path / "second.csv", list(reversed(rows)))  # the same jobs
+    db = tmp_path / "shared.db"
+    assert run_cli(["run", first, "--db", db], sim).returncode == 0
+    assert run_cli(["run", first, "--db", db], sim).returncode == 0  # unchanged: a marked rerun
+
+    assert run_cli(["run", second, "--db", db], sim).returncode == 0  # moves every row
+    row_of = {json.loads(j["payload"])["prompt"]: j["sheet_row"] for j in ledger_rows(db)}
+    assert row_of == {r["prompt"]: n for n, r in enumerate(reversed(rows), start=2)}
+    assert run_cli(["run", first, "--db", db], sim).returncode == 0
+
+    row_of = {json.loads(j["payload"])["prompt"]: j["sheet_row"] for j in ledger_rows(db)}
+    assert row_of == {r["prompt"]: n for n, r in enumerate(rows, start=2)}
+    assert len(sim.simulator.submissions()) == 3
+    assert [r["status"] for r in read_csv(first)] == ["completed"] * 3

@@ -74,7 +74,7 @@ def test_user_cells_survive_the_ledger_and_write_back(values: list[list[Any]], k
         batch = load_batch(config)
         ledger = open_ledger(config)
         try:
-            resume(batch.plan, ledger, config)
+            resume(batch.plan, ledger, config, scope=batch.scope)
             reread = ledger.get_jobs()
         finally:
             ledger.close()
