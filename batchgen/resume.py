@@ -49,6 +49,7 @@ class Resume:
                     record = read.get(job.key)
                     if record is not None:
                         record.payload = job.payload
+                        record.sheet_row = job.row  # a sheet sharing the ledger may have moved it
                         self.records[job.key] = record
                 self._complete = True
         return self.records
