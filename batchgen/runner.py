@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import re
 import signal
 import time
@@ -55,6 +56,21 @@ def bulk_allocations() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def event_loop_options() -> dict[str, Any]:
+    """anyio's asyncio options: uvloop where installed, unless BATCHGEN_EVENT_LOOP=asyncio.
+
+    A busy run is CPU-bound in the event loop (two HTTP exchanges and a few ledger writes a
+    job); uvloop's C loop takes about a tenth off the CPU of an instant 2,000-job run.
+    """
+    if os.environ.get("BATCHGEN_EVENT_LOOP", "").strip().lower() == "asyncio":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # not built for this platform (Windows): the standard loop
+        return {}
+    return {"use_uvloop": True}
 
 
 @dataclass
@@ -171,7 +187,7 @@ def run_batch(
         # written is refused before anything is paid for
         sheets.check_writable(batch.table, output=config.output)
         pool = _make_pool(batch, ledger, start, token, events, run_id)
-        anyio.run(pool.run)
+        anyio.run(pool.run, backend_options=event_loop_options())
         with bulk_allocations():
             records = start.complete(ledger, batch.plan)
         written = write_sheet(batch, records)

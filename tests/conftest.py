@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
 import sqlite3
@@ -23,6 +24,28 @@ from batchgen.simulator import Simulator, SimulatorConfig, SimulatorServer
 
 IMAGE = "https://images.example.com/product.png"
 TOKEN = "test-token-5f2c"
+
+
+# the event loops a run may use: uvloop where installed (batchgen's default), and asyncio's own
+EVENT_LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop
+}
+try:
+    import uvloop
+
+    EVENT_LOOPS["uvloop"] = uvloop.new_event_loop
+except ImportError:  # not built for this platform
+    pass
+
+
+def run_async(main: Callable[[], Any], *, loop: str = "asyncio", timeout: float = 20.0) -> None:
+    """Run one async test body on a fresh `loop`; fail rather than hang."""
+
+    async def bounded() -> None:
+        await asyncio.wait_for(main(), timeout)
+
+    with asyncio.Runner(loop_factory=EVENT_LOOPS[loop]) as runner:
+        runner.run(bounded())
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0) -> None:
