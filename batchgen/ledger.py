@@ -288,7 +288,7 @@ class Ledger:
         wanted = None if keys is None else set(keys)
         out: dict[str, JobRecord] = {}
         payload_at = _RECORD_FIELDS.index("payload")
-        with self.engine.connect() as conn:
+        with self._reading(), self.engine.connect() as conn:
             if wanted is not None and len(wanted) <= 2000:
                 parts = _chunks(list(wanted), 500)
                 batches = [conn.execute(selected.where(jobs_table.c.key.in_(p))) for p in parts]
@@ -329,6 +329,14 @@ class Ledger:
         with self.engine.connect() as conn:
             chunks = _chunks(list(keys), 500)
             return sum(conn.execute(total.where(c.key.in_(p))).scalar() or 0.0 for p in chunks)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Database errors of a read as LedgerError (the error tree's, with the cause)."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise LedgerError(f"cannot read the ledger: {exc.orig or exc}") from exc
 
     @contextlib.contextmanager
     def _completed_cursor(self, columns: str) -> Iterator[Any]:
@@ -534,18 +542,17 @@ class Ledger:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar()
 
-    def set_plan_mark(self, scope: str, digest: str, *, invalidate_others: bool) -> None:
-        """Record that every job of `scope`'s plan (`digest`) is in the ledger at its row.
-
-        `invalidate_others`: this resume added jobs or moved rows, which may be another
-        sheet's too (sheets sharing a ledger share identical jobs), so their marks go.
-        """
+    def set_plan_mark(self, scope: str, digest: str) -> None:
+        """Record that every job of `scope`'s plan (`digest`) is in the ledger at its row."""
         with self._begin() as conn:
-            if invalidate_others:
-                conn.execute(marks_table.delete())
-            else:
-                conn.execute(marks_table.delete().where(marks_table.c.scope == scope))
+            conn.execute(marks_table.delete().where(marks_table.c.scope == scope))
             conn.execute(marks_table.insert().values(scope=scope, digest=digest))
+
+    def clear_plan_marks(self) -> None:
+        """Forget every sheet's mark: jobs are being added or rows moved, which may be another
+        sheet's too (sheets sharing a ledger share identical jobs)."""
+        with self._begin() as conn:
+            conn.execute(marks_table.delete())
 
     def job_count(self) -> int:
         """How many jobs the ledger holds."""

@@ -93,9 +93,15 @@ def problems_text(problems: Sequence[Problem]) -> str:
 
 
 def sheet_cells(plan: SheetPlan, records: Mapping[str, JobRecord]) -> dict[int, dict[str, str]]:
-    """Output cells per sheet row: one line per job in each of the four columns."""
+    """Output cells per sheet row: one line per job in each of the four columns.
+
+    A row with a job that has no record (the ledger could not be read) is left out: its
+    cells keep what they said.
+    """
     cells: dict[int, dict[str, str]] = {}
     for row, jobs in plan.jobs_by_row().items():
+        if any(job.key not in records for job in jobs):
+            continue
         lines: dict[str, list[str]] = {"request_id": [], "status": [], "video_url": [], "error": []}
         for job in jobs:
             record = records.get(job.key)

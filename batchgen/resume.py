@@ -84,7 +84,6 @@ class _Match:
     records: dict[str, JobRecord]
     completed: int
     spent: float
-    changed: bool  # jobs were added or rows moved
 
 
 def _match_marked(plan: SheetPlan, ledger: Ledger, keys: list[str]) -> _Match:
@@ -92,11 +91,14 @@ def _match_marked(plan: SheetPlan, ledger: Ledger, keys: list[str]) -> _Match:
     records = ledger.get_jobs(payloads=False, not_state="completed")
     acting = list(compress(plan.jobs, map(records.__contains__, keys)))
     completed = len(keys) - len(acting)
-    return _Match(acting, records, completed, ledger.completed_cost() if completed else 0.0, False)
+    return _Match(acting, records, completed, ledger.completed_cost() if completed else 0.0)
 
 
 def _match(plan: SheetPlan, ledger: Ledger, keys: list[str], rows: list[int], lean: bool) -> _Match:
     """Every job against the ledger: add new ones, follow moved rows."""
+    # the jobs not completed first: a job that completes meanwhile (another runner sharing
+    # the ledger) is then in both reads, and counts as completed; never in neither
+    others = ledger.get_jobs(payloads=False, not_state="completed" if lean else None)
     completed_at = ledger.completed_rows() if lean else {}  # else: downloads may be missing
     # one pass over every job, in C: those not completed at their sheet row
     differs = map(ne, map(completed_at.get, keys), rows)
@@ -110,18 +112,20 @@ def _match(plan: SheetPlan, ledger: Ledger, keys: list[str], rows: list[int], le
         completed -= len(orphans)
         spent -= ledger.completed_cost(list(orphans))
 
-    others = ledger.get_jobs(payloads=False, not_state="completed" if lean else None)
     acting = [job for job in rest if job.key not in completed_at]
     for job in acting:
         if job.key in others and others[job.key].sheet_row != job.row:
             moved.append((job.key, {"sheet_row": job.row}))
-    ledger.update_jobs(moved)
     now = time.time()
     new = [_new_record(job, now) for job in acting if job.key not in others]
+    if moved or new:
+        # before the writes: a crash part-way must leave no sheet's mark claiming these rows
+        ledger.clear_plan_marks()
+    ledger.update_jobs(moved)
     ledger.add_jobs(new)
     records = {job.key: others[job.key] for job in acting if job.key in others}
     records.update((record.key, record) for record in new)
-    return _Match(acting, records, completed, spent, bool(moved or new))
+    return _Match(acting, records, completed, spent)
 
 
 def resume(plan: SheetPlan, ledger: Ledger, config: RunConfig, *, scope: str) -> Resume:
@@ -134,7 +138,7 @@ def resume(plan: SheetPlan, ledger: Ledger, config: RunConfig, *, scope: str) ->
         match = _match_marked(plan, ledger, keys)
     else:
         match = _match(plan, ledger, keys, rows, lean)
-    ledger.set_plan_mark(scope, digest, invalidate_others=match.changed)
+        ledger.set_plan_mark(scope, digest)
 
     start = report.Outcome(rows=plan.row_count, jobs=len(plan.jobs) + len(plan.invalid))
     if match.completed:

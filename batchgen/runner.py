@@ -28,6 +28,7 @@ from batchgen.errors import (
     ApiPermanentError,
     ApiTransientError,
     AuthError,
+    LedgerError,
     SheetError,
 )
 from batchgen.ledger import JobRecord, Ledger, LockInfo, ledger_url
@@ -188,8 +189,14 @@ def run_batch(
         sheets.check_writable(batch.table, output=config.output)
         pool = _make_pool(batch, ledger, start, token, events, run_id)
         anyio.run(pool.run, backend_options=event_loop_options())
-        with bulk_allocations():
-            records = start.complete(ledger, batch.plan)
+        unread: LedgerError | None = None
+        try:
+            with bulk_allocations():
+                records = start.complete(ledger, batch.plan)
+        except LedgerError as exc:
+            # the rows of this run's jobs are still written (their request_ids may be
+            # nowhere else if the ledger failed); rows without a record are left as they are
+            unread, records = exc, start.records
         written = write_sheet(batch, records)
     finally:
         ledger.release_lock(batch.scope, run_id=run_id)
@@ -197,6 +204,8 @@ def run_batch(
     outcome = report.outcome(batch.plan, records)
     if pool.fatal is not None:
         raise pool.fatal
+    if unread is not None:
+        raise unread
     stopped = None
     code = EXIT_OK if outcome.all_completed else EXIT_JOBS_FAILED
     if pool.stop_signal is not None:

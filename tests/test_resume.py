@@ -72,19 +72,22 @@ def test_the_first_checkpoint_of_a_rerun_writes_the_finished_rows_too(
     finished = read_csv(sheet)
 
     write_csv(sheet, rows)
-    slow = Simulator(fast_config(min_duration=8.0, max_duration=8.0))
+    # the new row's job outlasts the test: the sheet must be written mid-run, by a checkpoint
+    slow = Simulator(fast_config(min_duration=600.0, max_duration=600.0))
     with SimulatorServer(slow) as server:
         run = start_cli(["run", sheet, "--db", db], server)
-        # the sheet is written mid-run (every 5 s) while the new row is still running
         wait_until(lambda: len(read_csv(sheet)[2].get("status", "")) > 0, timeout=60)
 
         during = read_csv(sheet)
         assert during[2]["status"] in {"pending", "in_queue", "in_progress"}
         for before, now in zip(finished, during[:2], strict=True):
             assert (now["status"], now["video_url"]) == ("completed", before["video_url"])
+        run.terminate()
         _, err = run.communicate(timeout=60)
-        assert run.returncode == 0, err
-    assert [r["status"] for r in read_csv(sheet)] == ["completed"] * 3
+        assert run.returncode == 143, err
+    after = read_csv(sheet)
+    assert [r["status"] for r in after[:2]] == ["completed", "completed"]
+    assert after[2]["request_id"] and after[2]["status"] in {"in_queue", "in_progress"}
 
 
 def test_a_sheet_sharing_the_ledger_that_moves_rows_makes_the_next_rerun_look_again(
