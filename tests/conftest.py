@@ -38,13 +38,24 @@ except ImportError:  # not built for this platform
     pass
 
 
-def run_async(main: Callable[[], Any], *, loop: str = "asyncio", timeout: float = 20.0) -> None:
-    """Run one async test body on a fresh `loop`; fail rather than hang."""
+_LOOP = ["asyncio"]  # the event loop of the test running now (see each_event_loop)
+
+
+@pytest.fixture(params=sorted(EVENT_LOOPS))
+def each_event_loop(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The test once on each event loop a run may use; run_async runs on it."""
+    _LOOP[0] = request.param
+    yield request.param
+    _LOOP[0] = "asyncio"
+
+
+def run_async(main: Callable[[], Any], *, timeout: float = 20.0) -> None:
+    """Run one async test body on a fresh loop of this test's kind; fail rather than hang."""
 
     async def bounded() -> None:
         await asyncio.wait_for(main(), timeout)
 
-    with asyncio.Runner(loop_factory=EVENT_LOOPS[loop]) as runner:
+    with asyncio.Runner(loop_factory=EVENT_LOOPS[_LOOP[0]]) as runner:
         runner.run(bounded())
 
 

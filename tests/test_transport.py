@@ -6,7 +6,7 @@ import asyncio
 import gzip
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +18,7 @@ from batchgen import _transport
 from batchgen._transport import LeanTransport
 from batchgen.client import NO_RETRY, ApiClient, RetryPolicy
 from batchgen.errors import ApiTransientError, SubmitUncertainError
-from tests.conftest import EVENT_LOOPS, run_async
+from tests.conftest import run_async
 
 SHORT_READ = {"connect": 5.0, "read": 0.2, "write": 5.0, "pool": 5.0}
 
@@ -174,20 +174,12 @@ async def serve() -> AsyncIterator[Server]:
         await listener.wait_closed()
 
 
-LOOP = ["asyncio"]  # the event loop of the test running now
-
-
-@pytest.fixture(autouse=True, params=sorted(EVENT_LOOPS))
-def _each_event_loop(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every transport test on each event loop a run may use."""
-    LOOP[0] = request.param
-    yield
-    LOOP[0] = "asyncio"
+pytestmark = pytest.mark.usefixtures("each_event_loop")  # asyncio and uvloop
 
 
 def run(main: Callable[[], Awaitable[None]], timeout: float = 20.0) -> None:
     """Run one async test body on a fresh loop of this test's kind; fail rather than hang."""
-    run_async(main, loop=LOOP[0], timeout=timeout)
+    run_async(main, timeout=timeout)
 
 
 async def fetch(

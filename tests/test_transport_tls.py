@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import trustme
 
 from batchgen._transport import LeanTransport
 from batchgen.client import ApiClient, RetryPolicy
-from tests.conftest import EVENT_LOOPS, run_async
+from tests.conftest import run_async
 
 TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
 
@@ -76,20 +76,12 @@ async def serve_tls(ca: trustme.CA) -> AsyncIterator[TlsServer]:
             await asyncio.wait_for(listener.wait_closed(), 5)
 
 
-LOOP = ["asyncio"]  # the event loop of the test running now
-
-
-@pytest.fixture(autouse=True, params=sorted(EVENT_LOOPS))
-def _each_event_loop(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every TLS test on each event loop a run may use."""
-    LOOP[0] = request.param
-    yield
-    LOOP[0] = "asyncio"
+pytestmark = pytest.mark.usefixtures("each_event_loop")  # asyncio and uvloop
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
     """Run an async test body on a fresh loop of this test's kind, bounded."""
-    run_async(main, loop=LOOP[0])
+    run_async(main)
 
 
 def test_https_requests_verify_the_certificate_and_share_one_connection(
