@@ -259,6 +259,7 @@ def _plan_row(
     names = list(choices)
     combos = list(itertools.product(*(choices[n] for n in names)))
     many = len(combos) * takes > 1
+    jobs: list[JobSpec] = []
     for number_in_row, combo in enumerate(combos):
         payload = dict(zip(names, combo, strict=True))
         normalised = {n: payload.get(n, s.default) for n, s in model.fields.items()}
@@ -276,7 +277,16 @@ def _plan_row(
                 if seen[key] > 1:  # an identical row above: this one is another job
                     key = job_key(model.model_id, normalised, take, seen[key])
             cost = _cost_cached(model, normalised)
-            plan.jobs.append(JobSpec(key, number, model.model_id, payload, take, take_label, cost))
+            jobs.append(JobSpec(key, number, model.model_id, payload, take, take_label, cost))
+    for job in jobs[1:] if job_id is not None else []:
+        # `id[take 2]` is also a job_id another row could use: one key, two jobs
+        first_row = seen.setdefault(f"job_id:{job.key}", number)
+        if first_row != number:
+            column = headers[mapping[JOB_ID_COLUMN]]
+            message = f"job_id '{job_id}' makes job '{job.key}', the job_id of row {first_row}"
+            plan.invalid[number] = [Problem(number, column, message)]
+            return
+    plan.jobs.extend(jobs)
 
 
 # Sheets repeat the same settings on row after row: coerce each distinct cell value once.

@@ -58,6 +58,32 @@ def test_each_invalid_row_is_named_by_row_and_column_and_never_sent(
     assert len(sim.simulator.submissions()) == 2
 
 
+def test_a_job_id_used_twice_is_invalid_even_when_made_by_takes(tmp_path: Path) -> None:
+    rows = ad_rows(4)
+    rows[0] |= {"job_id": "hero", "takes": 2}  # jobs `hero` and `hero[take 2]`
+    rows[1] |= {"job_id": "hero[take 2]"}
+    rows[2] |= {"job_id": "shoe"}
+    rows[3] |= {"job_id": "shoe"}
+    sheet = write_csv(tmp_path / "ads.csv", rows)
+
+    checked = run_cli(["check", sheet], None)
+
+    assert checked.returncode == 1
+    lines = checked.stdout.splitlines()
+    assert any("row 3, column 'job_id'" in ln and "already used on row 2" in ln for ln in lines)
+    assert any("row 5, column 'job_id'" in ln and "already used on row 4" in ln for ln in lines)
+
+    rows[0], rows[1] = rows[1], rows[0]  # the literal id first: now the takes row is the clash
+    write_csv(sheet, rows)
+    checked = run_cli(["check", sheet], None)
+
+    assert checked.returncode == 1
+    assert any(
+        "row 3, column 'job_id'" in ln and "makes job 'hero[take 2]', the job_id of row 2" in ln
+        for ln in checked.stdout.splitlines()
+    ), checked.stdout
+
+
 def test_strict_refuses_the_whole_sheet(tmp_path: Path, sim: SimulatorServer) -> None:
     rows = ad_rows(3)
     rows[2]["ratio"] = "2:1"
