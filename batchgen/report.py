@@ -104,12 +104,12 @@ def sheet_cells(plan: SheetPlan, records: Mapping[str, JobRecord]) -> dict[int, 
             continue
         lines: dict[str, list[str]] = {"request_id": [], "status": [], "video_url": [], "error": []}
         for job in jobs:
-            record = records.get(job.key)
+            record = records[job.key]
             prefix = f"[{job.label}] " if len(jobs) > 1 and job.label else ""
-            lines["request_id"].append((record.request_id if record else None) or "")
-            lines["status"].append(sheet_status(record.state if record else "pending"))
-            lines["video_url"].append((record.video_url if record else None) or "")
-            error = (record.error if record else None) or ""
+            lines["request_id"].append(record.request_id or "")
+            lines["status"].append(sheet_status(record.state))
+            lines["video_url"].append(record.video_url or "")
+            error = record.error or ""
             lines["error"].append(prefix + error if error else "")
         cells[row] = {name: _join(values) for name, values in lines.items()}
     for row, problems in plan.invalid.items():
