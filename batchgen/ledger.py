@@ -288,7 +288,7 @@ class Ledger:
         wanted = None if keys is None else set(keys)
         out: dict[str, JobRecord] = {}
         payload_at = _RECORD_FIELDS.index("payload")
-        with self._reading(), self.engine.connect() as conn:
+        with self._read() as conn:
             if wanted is not None and len(wanted) <= 2000:
                 parts = _chunks(list(wanted), 500)
                 batches = [conn.execute(selected.where(jobs_table.c.key.in_(p))) for p in parts]
@@ -326,17 +326,22 @@ class Ledger:
                 return cursor.fetchone()[0] or 0.0
         c = jobs_table.c
         total = sa.select(sa.func.sum(c.estimated_cost)).where(c.state == "completed")
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             chunks = _chunks(list(keys), 500)
             return sum(conn.execute(total.where(c.key.in_(p))).scalar() or 0.0 for p in chunks)
 
     @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
-        """Database errors of a read as LedgerError (the error tree's, with the cause)."""
+    def _read(self) -> Iterator[Any]:
+        """A connection to read with; a database error becomes LedgerError (with the cause).
+
+        The driver's own errors too: the lean reads run on its cursor, past SQLAlchemy.
+        """
         try:
-            yield
-        except SQLAlchemyError as exc:
-            raise LedgerError(f"cannot read the ledger: {exc.orig or exc}") from exc
+            with self.engine.connect() as conn:
+                yield conn
+        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
+            cause = getattr(exc, "orig", None) or exc
+            raise LedgerError(f"cannot read the ledger: {cause}") from exc
 
     @contextlib.contextmanager
     def _completed_cursor(self, columns: str) -> Iterator[Any]:
@@ -345,7 +350,7 @@ class Ledger:
         Plain SQL: the state is a literal (with a parameter no planner can tell that the
         partial index applies), and SQLite, without statistics, must be told to use it.
         """
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             source = "jobs"
             if conn.dialect.name == "sqlite":
                 source = "jobs INDEXED BY ix_jobs_completed"
@@ -502,7 +507,7 @@ class Ledger:
 
     def lock_holder(self, scope: str) -> LockInfo | None:
         """The current holder of `scope`'s lock, live or not."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(locks_table).where(locks_table.c.scope == scope)).first()
         if row is None:
             return None
@@ -539,7 +544,7 @@ class Ledger:
     def plan_mark(self, scope: str) -> str | None:
         """The digest of `scope`'s jobs and rows as its last resume left them, if still valid."""
         query = sa.select(marks_table.c.digest).where(marks_table.c.scope == scope)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(query).scalar()
 
     def set_plan_mark(self, scope: str, digest: str) -> None:
@@ -556,7 +561,7 @@ class Ledger:
 
     def job_count(self) -> int:
         """How many jobs the ledger holds."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(jobs_table)).scalar() or 0
 
 

@@ -1,14 +1,16 @@
-"""The ledger's group write: changes, then write-ahead claims, in one transaction.
+"""The ledger: its group write (changes, then write-ahead claims, in one transaction), its reads.
 
 Run on SQLite and, where BATCHGEN_TEST_PG_URL names a server, on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from batchgen.errors import LedgerError
 from batchgen.ledger import Claim, JobRecord, Ledger
 
 
@@ -54,3 +56,27 @@ def test_claims_win_only_where_the_state_is_still_expected_and_each_job_once(
         {"p": "b"},
     )
     assert (c.state, c.submit_attempts) == ("pending", 0)
+
+
+def test_a_ledger_that_cannot_be_read_says_so_as_a_ledger_error(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    ledger = Ledger(f"sqlite:///{db}")
+    try:
+        with sqlite3.connect(db) as conn:  # a ledger damaged behind its back
+            conn.execute("DROP TABLE jobs")
+            conn.execute("DROP TABLE plan_marks")
+        # the lean reads run on the driver's cursor, the others through SQLAlchemy
+        reads = [
+            ledger.completed_rows,
+            ledger.completed_cost,
+            lambda: ledger.completed_cost(["a"]),
+            lambda: ledger.get_jobs(["a"]),
+            ledger.get_jobs,
+            ledger.job_count,
+            lambda: ledger.plan_mark("scope"),
+        ]
+        for read in reads:
+            with pytest.raises(LedgerError, match="cannot read the ledger: no such table"):
+                read()
+    finally:
+        ledger.close()
