@@ -198,6 +198,11 @@ def test_csv_round_trip(data: st.DataObject, dialect: dict[str, object]) -> None
                 else:
                     writer.writerow(["" if v is None else v for v in row])
         raw_before = path.read_bytes()
+        # Python's writer leaves a field with a CR unquoted under a LF terminator: not a CSV
+        # any spreadsheet program writes (RFC 4180 quotes line breaks), and ambiguous (a CR
+        # ending the last field reads as a CRLF line end)
+        lone_cr = dialect["quoting"] == csv.QUOTE_MINIMAL and dialect["lineterminator"] == "\n"
+        assume(not (lone_cr and any(isinstance(v, str) and "\r" in v for r in rows for v in r)))
         try:
             raw_before.decode("utf-8")
             codec = "utf-8"  # plain ASCII is read (and extended) as UTF-8
