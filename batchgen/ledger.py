@@ -1,4 +1,4 @@
-"""The ledger: every job and its request_id in SQL (SQLite by default), the only SQLAlchemy code."""
+"""The ledger: every job and its request_id in SQL (SQLite by default), via SQLAlchemy."""
 
 from __future__ import annotations
 
@@ -9,69 +9,20 @@ import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from batchgen.errors import LedgerError, SheetLockedError
+from batchgen.schema import bring_to_head, jobs_table, locks_table, marks_table
 
 HOST = socket.gethostname()
 # A lock whose holder on another host has not beaten for this long is taken over.
 STALE_LOCK_SECONDS = 120.0
 MIGRATE_ATTEMPTS = 5
-
-metadata = sa.MetaData()
-jobs_table = sa.Table(
-    "jobs",
-    metadata,
-    sa.Column("key", sa.String(255), primary_key=True),
-    sa.Column("model_id", sa.String(255), nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("take", sa.Integer, nullable=False),
-    sa.Column("label", sa.Text, nullable=False),
-    sa.Column("sheet_row", sa.Integer),
-    sa.Column("state", sa.String(32), nullable=False),
-    sa.Column("request_id", sa.String(255)),
-    sa.Column("queue_position", sa.Integer),
-    sa.Column("video_url", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.Column("estimated_cost", sa.Float),
-    sa.Column("cost", sa.Float),
-    sa.Column("submit_attempts", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("submitted_at", sa.Float),
-    sa.Column("started_at", sa.Float),
-    sa.Column("finished_at", sa.Float),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.Column("download_path", sa.Text),
-)
-# a sheet's plan as its last resume left the ledger: a rerun with the same jobs at the same rows
-# skips matching every job against the ledger (see resume)
-marks_table = sa.Table(
-    "plan_marks",
-    metadata,
-    sa.Column("scope", sa.String(1024), primary_key=True),
-    sa.Column("digest", sa.String(64), nullable=False),
-)
-locks_table = sa.Table(
-    "run_locks",
-    metadata,
-    sa.Column("scope", sa.String(1024), primary_key=True),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("heartbeat_at", sa.Float, nullable=False),
-    sa.Column("progress", sa.Text, nullable=False),
-)
 
 
 @dataclass
@@ -167,13 +118,6 @@ def ledger_url(db: str | None, sheet: Path) -> str:
     return f"sqlite:///{Path(value).expanduser().resolve()}"
 
 
-def _migrations_dir() -> Path:
-    beside = Path(__file__).resolve().parent.parent / "migrations"
-    if (beside / "env.py").is_file():
-        return beside
-    return Path(str(resources.files("batchgen._migrations")))
-
-
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -249,14 +193,8 @@ class Ledger:
         return engine
 
     def _migrate(self) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(_migrations_dir()))
-        head = ScriptDirectory.from_config(config).get_current_head()
         with self.engine.begin() as conn:
-            if MigrationContext.configure(conn).get_current_revision() == head:
-                return
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            bring_to_head(conn)
 
     def close(self) -> None:
         """Release the database connections."""

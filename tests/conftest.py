@@ -113,6 +113,13 @@ PG_SERVER_URL = os.environ.get("BATCHGEN_TEST_PG_URL", "")
 def pg_url() -> Iterator[str]:
     """A fresh, empty database on the PostgreSQL server of BATCHGEN_TEST_PG_URL (whose user
     may create databases; CI starts one, see .ci/run), dropped afterwards; skips without it."""
+    with fresh_pg_database() as url:
+        yield url
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """The pg_url fixture's database, for a test that needs more than one."""
     if not PG_SERVER_URL:
         pytest.skip("BATCHGEN_TEST_PG_URL is not set")
     import uuid

@@ -1,0 +1,128 @@
+"""The ledger's schema: a new ledger built from batchgen.schema equals one the migrations built,
+and an older ledger is upgraded in place. On SQLite and, where BATCHGEN_TEST_PG_URL names a
+server, on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+from conftest import fresh_pg_database
+
+from batchgen import schema
+from batchgen.ledger import Ledger
+
+
+@contextlib.contextmanager
+def empty_databases(kind: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two empty databases of `kind`."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'one.db'}", f"sqlite:///{tmp_path / 'two.db'}"
+        return
+    with fresh_pg_database() as one, fresh_pg_database() as two:
+        yield one, two
+
+
+def describe(url: str) -> dict[str, Any]:
+    """Every table's columns, keys and indexes (partial indexes with their condition)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            tables: dict[str, Any] = {}
+            for name in sorted(inspector.get_table_names()):
+                columns = [
+                    (c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                    for c in inspector.get_columns(name)
+                ]
+                indexes = sorted(
+                    (
+                        i["name"],
+                        tuple(i["column_names"]),
+                        bool(i["unique"]),
+                        {k: str(v) for k, v in i.get("dialect_options", {}).items()},
+                    )
+                    for i in inspector.get_indexes(name)
+                )
+                tables[name] = {
+                    "columns": columns,
+                    "primary key": inspector.get_pk_constraint(name),
+                    "indexes": indexes,
+                    "unique": inspector.get_unique_constraints(name),
+                }
+            if conn.dialect.name == "sqlite":  # the DDL itself, word for word
+                tables["sqlite_master"] = conn.exec_driver_sql(
+                    "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
+                ).all()
+            return tables
+    finally:
+        engine.dispose()
+
+
+def test_the_schema_revision_is_the_newest_migration() -> None:
+    head = ScriptDirectory.from_config(schema.alembic_config()).get_current_head()
+    assert head == schema.SCHEMA_REVISION
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_new_ledger_has_exactly_the_schema_the_migrations_build(
+    kind: str, tmp_path: Path
+) -> None:
+    with empty_databases(kind, tmp_path) as (built, migrated):
+        Ledger(built).close()
+        engine = sa.create_engine(migrated)
+        with engine.begin() as conn:
+            schema.upgrade(conn)
+        engine.dispose()
+
+        new, old = describe(built), describe(migrated)
+        assert new == old
+        assert {"jobs", "run_locks", "plan_marks", "alembic_version"} <= set(new)
+        assert [i[0] for i in new["jobs"]["indexes"]] == [
+            "ix_jobs_completed",
+            "ix_jobs_request_id",
+            "ix_jobs_state",
+        ]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_an_older_ledger_is_upgraded_in_place_with_its_jobs(kind: str, tmp_path: Path) -> None:
+    with empty_databases(kind, tmp_path) as (older, _):
+        engine = sa.create_engine(older)
+        with engine.begin() as conn:
+            schema.upgrade(conn, "0002")  # before plan marks
+            conn.execute(
+                schema.jobs_table.insert().values(
+                    key="k1",
+                    model_id="m",
+                    payload="{}",
+                    state="completed",
+                    created_at=1.0,
+                    updated_at=1.0,
+                )
+            )
+        with engine.connect() as conn:
+            assert schema.schema_revision(conn) == "0002"
+            assert "plan_marks" not in sa.inspect(conn).get_table_names()
+        engine.dispose()
+
+        ledger = Ledger(older)
+        try:
+            jobs = ledger.get_jobs()
+            ledger.set_plan_mark("scope", "digest")
+            mark = ledger.plan_mark("scope")
+        finally:
+            ledger.close()
+        assert list(jobs) == ["k1"] and jobs["k1"].state == "completed"
+        assert jobs["k1"].take == 1 and jobs["k1"].submit_attempts == 0  # server defaults
+        assert mark == "digest"
+        engine = sa.create_engine(older)
+        with engine.connect() as conn:
+            assert schema.schema_revision(conn) == schema.SCHEMA_REVISION
+        engine.dispose()
