@@ -1,5 +1,19 @@
-"""`python -m batchgen` is the `batchgen` command."""
+"""The `batchgen` command, also as `python -m batchgen`."""
 
-from batchgen.cli import main
+import gc
 
-main()
+
+def main() -> None:
+    """Import the CLI with the collector paused, then run it."""
+    # the imports make ~70,000 objects that live as long as the process: a collection during
+    # them only rescans those (40-90 ms); cli.main freezes them, so none rescans them later
+    gc.disable()
+    try:
+        from batchgen.cli import main as cli_main
+    finally:
+        gc.enable()
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()
