@@ -11,13 +11,28 @@ from openpyxl.styles import Font, PatternFill
 HERE = Path(__file__).resolve().parent
 IMAGE = "https://playgrounds-storage-public.runcomfy.net/tools/7272/media-files/input-1-1.png"
 PRODUCTS = [
-    ("Trail runner shoe", "A trail running shoe splashes through a shallow stream at sunrise, slow motion"),
-    ("Espresso machine", "Steam rises from a fresh espresso as the machine's chrome catches warm kitchen light"),
+    (
+        "Trail runner shoe",
+        "A trail running shoe splashes through a shallow stream at sunrise, slow motion",
+    ),
+    (
+        "Espresso machine",
+        "Steam rises from a fresh espresso as the machine's chrome catches warm kitchen light",
+    ),
     ("Smart watch", "A smart watch face lights up on a wrist during a night-time city jog"),
     ("Sunscreen", "A sunscreen bottle rests on hot sand while gentle waves roll in behind it"),
-    ("Headphones", "Over-ear headphones rotate slowly on a pedestal, soft studio lighting, dust in the air"),
-    ("Backpack", "A hiking backpack is zipped open, revealing neatly packed gear on a mountain ledge"),
-    ("Lipstick", "A lipstick twists up from its golden case, petals drifting past in the background"),
+    (
+        "Headphones",
+        "Over-ear headphones rotate slowly on a pedestal, soft studio lighting, dust in the air",
+    ),
+    (
+        "Backpack",
+        "A hiking backpack is zipped open, revealing neatly packed gear on a mountain ledge",
+    ),
+    (
+        "Lipstick",
+        "A lipstick twists up from its golden case, petals drifting past in the background",
+    ),
     ("Coffee beans", "Roasted coffee beans pour into a glass jar in warm morning light"),
     ("Yoga mat", "A yoga mat unrolls across a wooden floor as sunlight sweeps across the room"),
     ("Water bottle", "Condensation drips down a steel water bottle on a desert trail"),
@@ -31,13 +46,35 @@ def demo_sheet() -> None:
     wb = Workbook()
     ws = wb.active
     ws.title = "Ads"
-    ws.append(["variant", "prompt", "first_frame_image_url", "ratio", "resolution", "duration", "generate_audio", "owner"])
+    ws.append(
+        [
+            "variant",
+            "prompt",
+            "first_frame_image_url",
+            "ratio",
+            "resolution",
+            "duration",
+            "generate_audio",
+            "owner",
+        ]
+    )
     for cell in ws[1]:
         cell.font = Font(bold=True)
         cell.fill = PatternFill("solid", fgColor="FFE699")
     ratios = ["9:16", "1:1", "16:9", "9:16|1:1", "4:3", "adaptive"]
     for i, (name, prompt) in enumerate(PRODUCTS):
-        ws.append([name, prompt, IMAGE, ratios[i % len(ratios)], "720p" if i % 3 == 0 else "480p", 5, i % 2 == 0, "ana@example.com"])
+        ws.append(
+            [
+                name,
+                prompt,
+                IMAGE,
+                ratios[i % len(ratios)],
+                "720p" if i % 3 == 0 else "480p",
+                5,
+                i % 2 == 0,
+                "ana@example.com",
+            ]
+        )
     ws.column_dimensions["B"].width = 70
     notes = wb.create_sheet("Notes")
     notes["A1"] = "Campaign: spring launch. Owner column is ours; batchgen never touches it."
