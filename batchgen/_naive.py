@@ -326,3 +326,26 @@ async def _run_all(
         runner = _Runner(conn, client, concurrency, poll)
         await asyncio.gather(*(runner.run_job(job, model) for job in jobs))
     return runner.calls
+
+
+def main() -> None:
+    """`python -m batchgen._naive SHEET --db DB [--concurrency N]`, against $RUNCOMFY_BASE_URL."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m batchgen._naive")
+    parser.add_argument("sheet", type=Path)
+    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    result = run_naive(
+        args.sheet,
+        base_url=os.environ["RUNCOMFY_BASE_URL"],
+        token=os.environ["RUNCOMFY_API_TOKEN"],
+        db=args.db,
+        concurrency=args.concurrency,
+    )
+    print(json.dumps(result.counts))
+
+
+if __name__ == "__main__":
+    main()

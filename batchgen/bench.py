@@ -1,11 +1,12 @@
 """The benchmark: scheduling efficiency, API calls, local overhead and size, beside a naive runner.
 
 The simulator always runs in a separate process (`python -m batchgen simulate --port 0`), so
-the runner under test and the HTTP server never share a GIL. batchgen runs through its library
-entry point, `runner.run_batch`, with silent events: the figures are then batchgen's own work
-(ledger, sheet and write-back included), not Python's start-up and imports, and the same code
-can be profiled in-process. The size figures are measured in a fresh child process each, so
-the RSS high-water mark belongs to that stage alone.
+the runner under test and the HTTP server never share a GIL. The instant runs are the
+commands a user runs, each in a fresh process timed from its start to its exit (imports,
+ledger, write-back and exit included). The scheduling run goes through batchgen's library
+entry point, `runner.run_batch`, with silent events, so the same code can be profiled
+in-process. The size figures are measured in a fresh child process each, so the RSS
+high-water mark belongs to that stage alone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -193,7 +195,6 @@ def _simulated_run(
     min_duration: float,
     max_duration: float,
     concurrency: int,
-    keep_records: bool,
 ) -> RunFigures:
     """A fresh simulator process, a fresh sheet and ledger, one run, the simulator's record."""
     sheet = write_csv_sheet(workdir / f"{tag}-{who}.csv", jobs)
@@ -207,7 +208,7 @@ def _simulated_run(
     ) as sim:
         wall, completed = run(sheet, db, sim.base_url, concurrency)
         stats = sim.stats()
-        records = sim.jobs() if keep_records else []
+        records = sim.jobs()
     return RunFigures(wall, jobs, completed, stats, records)
 
 
@@ -242,29 +243,48 @@ def _instant_figures(runs: list[RunFigures], figures: Figures) -> None:
     figures.completed["instant"] = min(run.completed for run in runs)
 
 
-def instant_child() -> None:
-    """Entry of an instant-run child process: argv = who, workdir, jobs; prints one JSON line."""
-    who, workdir, jobs = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+def _instant_run(who: str, workdir: Path, jobs: int) -> RunFigures:
+    """One instant run as a user's: the command in a fresh process, from its start to its exit.
+
+    Start-up, imports and exit count, as they do for a cron job: batchgen runs as
+    `python -m batchgen run SHEET`, the naive runner as `python -m batchgen._naive SHEET`.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    run = _simulated_run(
-        who,
-        workdir=workdir,
-        tag="instant",
-        jobs=jobs,
+    sheet = write_csv_sheet(workdir / f"instant-{who}.csv", jobs)
+    db = _fresh(workdir / f"instant-{who}.db")
+    concurrency = str(INSTANT_CONCURRENCY)
+    if who == "batchgen":
+        command = ["-m", "batchgen", "run", str(sheet), "--db", str(db)]
+    else:
+        command = ["-m", "batchgen._naive", str(sheet), "--db", str(db)]
+    with SimulatorProcess(
         capacity=INSTANT_CONCURRENCY,
         min_duration=0.0,
         max_duration=0.0,
-        concurrency=INSTANT_CONCURRENCY,
-        keep_records=False,
-    )
-    print(json.dumps(asdict(run)), flush=True)
-
-
-def _instant_run_in_child(who: str, workdir: Path, jobs: int) -> RunFigures:
-    """One instant run in a fresh process, as a user's run is: no heap left by other stages."""
-    code = "from batchgen.bench import instant_child; instant_child()"
-    got = _child_json([sys.executable, "-c", code, who, str(workdir), str(jobs)], who)
-    return RunFigures(**got)
+        log=workdir / "simulator.log",
+    ) as sim:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "BATCHGEN_"))}
+        env |= {"RUNCOMFY_API_TOKEN": TOKEN, "RUNCOMFY_BASE_URL": sim.base_url}
+        if "BATCHGEN_EVENT_LOOP" in os.environ:  # a choice of the person benchmarking
+            env["BATCHGEN_EVENT_LOOP"] = os.environ["BATCHGEN_EVENT_LOOP"]
+        began = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, *command, "--concurrency", concurrency],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        wall = time.perf_counter() - began
+        stats = sim.stats()
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"the instant run of {who} failed: {done.stderr.strip()[-2000:]}")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        query = "SELECT count(*) FROM jobs WHERE state = 'completed'"
+        (completed,) = conn.execute(query).fetchone()
+    return RunFigures(wall, jobs, int(completed), stats, [])
 
 
 def _run_size_child(who: str, sheet: Path, db: Path) -> dict[str, float]:
@@ -369,11 +389,10 @@ def run_benchmark(
                 min_duration=min_duration,
                 max_duration=max_duration,
                 concurrency=2 * capacity,
-                keep_records=True,
             )
             _sched_figures(sched, capacity, figures[who])
             instant = [
-                _instant_run_in_child(who, work / f"instant{i}", instant_jobs)
+                _instant_run(who, work / f"instant{i}", instant_jobs)
                 for i in range(instant_repeats)
             ]
             _instant_figures(instant, figures[who])
