@@ -3,7 +3,8 @@
 A job's first check is placed where most jobs like it have finished (a quantile of recent
 turnarounds, submit → finish); later checks walk up that distribution. Queue positions and
 the observed completion rate place checks for jobs that are still waiting. Nothing is a
-fixed interval, so the same clock serves one-second test jobs and two-minute real ones.
+fixed interval, so the same clock serves one-second test jobs and two-minute real ones; even
+the least gap between checks is a tenth of the typical turnaround, at most 0.1 s.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from bisect import insort
 from collections import deque
 from dataclasses import dataclass, field
 
-MIN_DELAY = 0.1
+MIN_DELAY = 0.1  # the least gap between checks, for jobs of a second or more
+MIN_FLOOR = 0.005  # ... and for jobs far quicker: 10% of their turnaround, but never less
 MAX_DELAY = 30.0
 _WINDOW = 120  # turnarounds remembered: recent enough to follow a change of load
 _LEARNED = 5  # samples before the distribution is trusted
@@ -68,6 +70,17 @@ class PollClock:
         """True once enough jobs finished to trust the distribution."""
         return len(self._sorted) >= _LEARNED
 
+    @property
+    def floor(self) -> float:
+        """The least delay: a tenth of the median turnaround, within MIN_FLOOR..MIN_DELAY.
+
+        A job that takes milliseconds (a cached or instant provider) is not left waiting
+        0.1 s, twenty times its run, holding a slot of the concurrency limit meanwhile.
+        """
+        if not self.learned:
+            return MIN_DELAY
+        return min(MIN_DELAY, max(MIN_FLOOR, 0.1 * self.quantile(0.5)))
+
     def quantile(self, q: float) -> float:
         """The q-quantile of recent turnarounds (0 before any were seen)."""
         if not self._sorted:
@@ -101,29 +114,30 @@ class PollClock:
         """
         if not self.learned:
             start = MIN_DELAY if probe else 0.25
-            return _clamp(start * 2.0**checks)
+            return _clamp(start * 2.0**checks, MIN_DELAY)
+        floor = self.floor
         rate = self.completion_rate()
         if state == "in_queue" and queue_position is not None and checks > 0 and rate:
             # still waiting: it starts after the jobs ahead of it, then runs at least briefly
-            return _clamp((queue_position + 1) / rate + self.quantile(0.05) * 0.5)
+            return _clamp((queue_position + 1) / rate + self.quantile(0.05) * 0.5, floor)
         lazy = self.buffered and not self.draining
         steps = STEADY_STEPS if lazy else DRAIN_STEPS
         spread = max(self.quantile(0.9) - self.quantile(0.1), self.quantile(0.5) * 0.2)
         # checks closer together than this learn little and cost a call each
-        gap = max(MIN_DELAY, spread * 0.12) if lazy else MIN_DELAY
+        gap = max(floor, spread * 0.12) if lazy else floor
         for q in steps[min(checks, len(steps) - 1) :]:
             target = self.quantile(q) - age
             if target >= gap:
-                return _clamp(target)
+                return _clamp(target, floor)
         # older than anything seen lately (early in a run the first finishers are the short
         # jobs): steps that grow with its age, finer while draining, when lateness is costly
         if not lazy:
-            return _clamp(max(MIN_DELAY, spread * 0.1))
-        return _clamp(max(gap, spread * 0.25, age * 0.5))
+            return _clamp(max(floor, spread * 0.1), floor)
+        return _clamp(max(gap, spread * 0.25, age * 0.5), floor)
 
 
-def _clamp(seconds: float) -> float:
-    return min(max(seconds, MIN_DELAY), MAX_DELAY)
+def _clamp(seconds: float, floor: float) -> float:
+    return min(max(seconds, floor), MAX_DELAY)
 
 
 @dataclass

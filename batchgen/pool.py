@@ -387,6 +387,9 @@ class Pool:
                     if turnaround is None or turnaround < 0:
                         # it finished somewhere between the last look and this one
                         turnaround = (last_look + time.monotonic()) / 2 - submitted
+                    else:
+                        # it was not done at the last look, whatever the server's clock says
+                        turnaround = max(turnaround, last_look - submitted)
                     self.clock.observe(turnaround)
                     if self.clock.learned:
                         self._learned.set()
