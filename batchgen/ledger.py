@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -155,6 +156,8 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
         self._statements: dict[tuple[str, ...], _Prepared] = {}
+        self._writer: Any = None  # SQLite: the group writes' connection (_writer_connection)
+        self._writer_lock = threading.Lock()
         try:
             self.engine = self._connect(url)
         except SQLAlchemyError as exc:
@@ -198,6 +201,10 @@ class Ledger:
 
     def close(self) -> None:
         """Release the database connections."""
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()
 
     def _begin(self) -> Any:
@@ -352,28 +359,61 @@ class Ledger:
             row.setdefault("updated_at", now)
             row["_key"] = key
             groups.setdefault(tuple(sorted(row)), []).append(row)
-        try:
-            with self._begin() as conn:
-                for columns, rows in groups.items():
-                    update = self._prepared(conn, columns)
-                    conn.exec_driver_sql(update.sql, [update.params(row) for row in rows])
-                return self._claim(conn, claims, now) if claims else []
-        except SQLAlchemyError as exc:
-            raise LedgerError(f"cannot write the ledger: {exc.orig or exc}") from exc
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        with self._writer_lock:
+            try:
+                connection = self._writer_connection()
+                try:
+                    cursor = connection.cursor()
+                    try:
+                        for columns, rows in groups.items():
+                            update = self._prepared(columns)
+                            cursor.executemany(update.sql, [update.params(row) for row in rows])
+                        won = self._claim(cursor, claims, now) if claims else []
+                    finally:
+                        cursor.close()
+                    connection.commit()
+                    return won
+                finally:
+                    if connection is not self._writer:
+                        connection.close()  # back to the pool, which rolls back what is left
+            except (SQLAlchemyError, dbapi_error) as exc:
+                self._drop_writer()  # rolled back; the next write starts on a fresh connection
+                cause = getattr(exc, "orig", None) or exc
+                raise LedgerError(f"cannot write the ledger: {cause}") from exc
 
-    def _claim(self, conn: Any, claims: Sequence[Claim], now: float) -> list[bool]:
-        """Whether each claim won, in the transaction of `conn` (a job claimed twice in one
+    def _writer_connection(self) -> Any:
+        """The DBAPI connection for a group write, past SQLAlchemy's per-statement work.
+
+        SQLite: one held for the run (checking one out, beginning and committing through
+        SQLAlchemy cost more than a small group's SQLite work). A database server: one from
+        the pool each time, whose pre-ping replaces a connection the server dropped.
+        """
+        if not self.is_local:
+            return self.engine.raw_connection()
+        if self._writer is None:
+            self._writer = self.engine.raw_connection()
+        return self._writer
+
+    def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.invalidate()
+
+    def _claim(self, cursor: Any, claims: Sequence[Claim], now: float) -> list[bool]:
+        """Whether each claim won, in the transaction of `cursor` (a job claimed twice in one
         batch is won once: the second finds it `submitting`)."""
-        claim = self._prepared(conn, ("claim",))
-        return [
-            conn.exec_driver_sql(
+        claim = self._prepared(("claim",))
+        won = []
+        for item in claims:
+            cursor.execute(
                 claim.sql, claim.params({"_key": item.key, "_expect": item.expect, "_now": now})
-            ).rowcount
-            == 1
-            for item in claims
-        ]
+            )
+            won.append(cursor.rowcount == 1)
+        return won
 
-    def _prepared(self, conn: Any, name: tuple[str, ...]) -> _Prepared:
+    def _prepared(self, name: tuple[str, ...]) -> _Prepared:
         """An UPDATE by key, compiled once: the claim's (see Claim), or one setting `name`."""
         prepared = self._statements.get(name)
         if prepared is None:
@@ -393,7 +433,7 @@ class Ledger:
             else:
                 values = {c: sa.bindparam(c) for c in name if c != "_key"}
                 statement = jobs_table.update().where(where).values(values)
-            prepared = self._statements[name] = _Prepared(statement, conn.dialect)
+            prepared = self._statements[name] = _Prepared(statement, self.engine.dialect)
         return prepared
 
     @property

@@ -80,3 +80,33 @@ def test_a_ledger_that_cannot_be_read_says_so_as_a_ledger_error(tmp_path: Path) 
                 read()
     finally:
         ledger.close()
+
+
+def test_a_group_write_that_fails_leaves_nothing_half_written(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    try:
+        ledger.add_jobs(
+            JobRecord(key=k, model_id="m", payload={}, state="pending") for k in ("a", "b")
+        )
+        with pytest.raises(LedgerError, match="cannot write the ledger"):
+            ledger.write_jobs(
+                [("a", {"state": "in_queue", "request_id": "r-a"}), ("b", {"no_such": 1})],
+                [Claim("b", "pending")],
+            )
+        after_failure = ledger.get_jobs()
+        # the next group write goes on, on a fresh connection
+        won = ledger.write_jobs([("a", {"state": "in_queue"})], [Claim("b", "pending")])
+        jobs = ledger.get_jobs()
+    finally:
+        ledger.close()
+    assert {k: (r.state, r.request_id) for k, r in after_failure.items()} == {
+        "a": ("pending", None),
+        "b": ("pending", None),
+    }
+    assert won == [True]
+    # nothing of the failed group reached the disk later either
+    assert (jobs["a"].state, jobs["a"].request_id, jobs["b"].state) == (
+        "in_queue",
+        None,
+        "submitting",
+    )
