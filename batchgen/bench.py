@@ -77,6 +77,9 @@ class Figures:
     instant_jobs_per_s: float | None = None
     instant_calls_per_job: float | None = None
     instant_runs: list[float] = field(default_factory=list)  # jobs/s of each instant run
+    # batchgen's library entry point on the same jobs, imports and exit excluded
+    instant_library_jobs_per_s: float | None = None
+    instant_library_runs: list[float] = field(default_factory=list)
     load_s: float | None = None  # the size stage's xlsx sheet, for both runners
     write_s: float | None = None
     resume_s: float | None = None
@@ -287,6 +290,40 @@ def _instant_run(who: str, workdir: Path, jobs: int) -> RunFigures:
     return RunFigures(wall, jobs, int(completed), stats, [])
 
 
+def instant_library_child() -> None:
+    """Entry of a child process: run_batch on an instant run; argv = workdir, jobs."""
+    workdir, jobs = Path(sys.argv[1]), int(sys.argv[2])
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = _simulated_run(
+        "batchgen",
+        workdir=workdir,
+        tag="library",
+        jobs=jobs,
+        capacity=INSTANT_CONCURRENCY,
+        min_duration=0.0,
+        max_duration=0.0,
+        concurrency=INSTANT_CONCURRENCY,
+    )
+    rate = run.jobs / run.wall_s if run.wall_s > 0 else None
+    print(json.dumps({"jobs_per_s": rate, "completed": run.completed}))
+
+
+def _instant_library_figures(workdir: Path, jobs: int, repeats: int, figures: Figures) -> None:
+    """run_batch alone, each run in a fresh process, so the split of the figure shows."""
+    code = "from batchgen.bench import instant_library_child; instant_library_child()"
+    rates, completed = [], jobs
+    for i in range(repeats):
+        command = [sys.executable, "-c", code, str(workdir / f"library{i}"), str(jobs)]
+        got = _child_json(command, "batchgen")
+        completed = min(completed, int(got["completed"]))
+        if got["jobs_per_s"] is not None:
+            rates.append(float(got["jobs_per_s"]))
+    figures.completed["library"] = completed
+    if rates:
+        figures.instant_library_jobs_per_s = sorted(rates)[len(rates) // 2]
+        figures.instant_library_runs = [round(rate) for rate in rates]
+
+
 def _run_size_child(who: str, sheet: Path, db: Path) -> dict[str, float]:
     code = "from batchgen._benchsize import size_child; size_child()"
     return _child_json([sys.executable, "-c", code, who, str(sheet), str(db)], who)
@@ -396,6 +433,8 @@ def run_benchmark(
                 for i in range(instant_repeats)
             ]
             _instant_figures(instant, figures[who])
+            if who == "batchgen":
+                _instant_library_figures(work, instant_jobs, instant_repeats, figures[who])
         _size_stages(work, rows, figures)
         stall1 = cpu_stall_us()
         if stall0 is not None and stall1 is not None:
@@ -442,6 +481,8 @@ _ROWS: tuple[tuple[str, str, str, str | None], ...] = (
     ("instant jobs/s (end to end, median)", "instant_jobs_per_s", "{:.0f}", "instant_jobs_per_s"),
     ("  each instant run, jobs/s", "instant_runs", "{}", None),
     ("  instant calls per job", "instant_calls_per_job", "{:.2f}", None),
+    ("  same, run_batch alone, jobs/s", "instant_library_jobs_per_s", "{:.0f}", None),
+    ("  each run_batch run, jobs/s", "instant_library_runs", "{}", None),
     ("load + validate s (the xlsx)", "load_s", "{:.2f}", "load_s"),
     ("  load CPU s", "load_cpu_s", "{:.2f}", None),
     ("write back s (the xlsx)", "write_s", "{:.2f}", "write_s"),
