@@ -242,8 +242,18 @@ def patch(doc: CsvDoc, writes: dict[int, dict[int, str]]) -> str:
 
 def dump_rows(doc: CsvDoc, rows: list[list[object]]) -> str:
     """Serialise whole rows (a results table) in the file's dialect, each line terminated."""
+    # quote() inlined: a results table has tens of thousands of fields
+    needs_quotes = _needs_quotes(doc.delimiter).search
+    fit = doc.fit if doc.encoding == "cp1252" else None
     lines = []
     for row in rows:
-        cells = ["" if v is None else doc.fit(str(v)) for v in row]
-        lines.append(doc.delimiter.join(quote(doc, c) for c in cells) + doc.newline)
-    return "".join(lines)
+        cells = []
+        for value in row:
+            text = "" if value is None else value if type(value) is str else str(value)
+            if fit is not None:
+                text = fit(text)
+            if doc.quote_all or needs_quotes(text):
+                text = '"' + text.replace('"', '""') + '"'
+            cells.append(text)
+        lines.append(doc.delimiter.join(cells))
+    return "".join(line + doc.newline for line in lines)

@@ -55,6 +55,8 @@ class XlsxError(Exception):
 
 def strip_illegal(text: str) -> str:
     """Remove characters that XML 1.0 cannot represent."""
+    if text.isascii() and text.isprintable():  # most cells: nothing to look for
+        return text
     return _XML_ILLEGAL_RE.sub("", text)
 
 
