@@ -101,6 +101,7 @@ class Pool:
         self._poll_results = True  # check jobs with the result call (see _look)
         self._sent: set[str] = set()  # submits whose request left (fate unknown if cut off)
         self._polls: TaskGroup | None = None
+        self._follow_scopes: set[anyio.CancelScope] = set()  # submit tasks now polling
         self._dirty = True
         self.notices: list[str] = []
 
@@ -111,15 +112,21 @@ class Pool:
 
     def _on_ledger_failure(self, error: LedgerError) -> None:
         self.fatal = error
-        self._poll_scope.cancel()
+        self._stop_polls()
         self._submit_scope.cancel()
         self._wake()
 
     def _on_lock_lost(self) -> None:
         # another runner decided we were dead and took the sheet: stop before paying twice
         self.fatal = SheetLockedError("another run took over this sheet's lock; stopped")
-        self._poll_scope.cancel()
+        self._stop_polls()
         self._wake()
+
+    def _stop_polls(self) -> None:
+        """Cancel every poll: the poll group's and those that submit tasks went on to."""
+        self._poll_scope.cancel()
+        for scope in self._follow_scopes:
+            scope.cancel()
 
     def _notice(self, message: str) -> None:
         self.notices.append(message)
@@ -187,7 +194,7 @@ class Pool:
                         polls.start_soon(self._poll, key)
                     elif record.state == "completed" and self.options.download_dir is not None:
                         polls.start_soon(self._download, key)
-                # keep the group open while submits may still add pollers
+                # keep the group open while submit tasks (polling on) may still add downloads
                 while not self._submits_done:
                     await self._changed.wait()
 
@@ -271,9 +278,7 @@ class Pool:
                 request_id=answer.request_id,
             )
             self.limit.succeeded()
-            if self._polls is not None and not self._poll_scope.cancel_called:
-                keep_slot = True
-                self._polls.start_soon(self._poll, key)
+            keep_slot = not self._poll_scope.cancel_called
         finally:
             self._submitting -= 1
             self._submit_slots.release()
@@ -281,6 +286,16 @@ class Pool:
                 self._release()
             else:
                 self._wake()
+        if not keep_slot:
+            return
+        # this task follows the job on (a task per job, not one to submit and one to poll);
+        # its own scope, so stopping the polls leaves the other submits running
+        with anyio.CancelScope() as scope:
+            self._follow_scopes.add(scope)
+            try:
+                await self._poll(key)
+            finally:
+                self._follow_scopes.discard(scope)
 
     async def _claim(self, key: str) -> bool:
         """Write-ahead: mark the job `submitting` if its ledger state is still ours.
@@ -315,7 +330,7 @@ class Pool:
         if isinstance(exc, AuthError):
             # stop at once, but let submits already sent hear their (401) answers
             self.fatal = exc
-            self._poll_scope.cancel()
+            self._stop_polls()
         elif isinstance(exc, BalanceError):
             if not self.balance_exhausted:
                 self._notice(
@@ -325,7 +340,7 @@ class Pool:
         elif isinstance(exc, ApiTransientError) and exc.status_code is None and not self._reached:
             # never got through to the API at all: nothing can start
             self.fatal = exc
-            self._poll_scope.cancel()
+            self._stop_polls()
         else:
             # a 429 after retries: this job goes to the back of the line
             self._pending.append(key)
@@ -529,7 +544,7 @@ class Pool:
                     self.stop_signal = signum
                     name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
                     self._notice(f"{name} received: stopping; waiting for submits in flight")
-                    self._poll_scope.cancel()
+                    self._stop_polls()
                     self._submit_scope.deadline = anyio.current_time() + self.options.stop_grace
                     self._wake()
                 else:
