@@ -271,15 +271,7 @@ def _instant_run(who: str, workdir: Path, jobs: int) -> RunFigures:
         if "BATCHGEN_EVENT_LOOP" in os.environ:  # a choice of the person benchmarking
             env["BATCHGEN_EVENT_LOOP"] = os.environ["BATCHGEN_EVENT_LOOP"]
         began = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, *command, "--concurrency", concurrency],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=CHILD_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        done = _child([sys.executable, *command, "--concurrency", concurrency], env=env)
         wall = time.perf_counter() - began
         stats = sim.stats()
     if done.returncode not in (0, 1):
@@ -329,16 +321,24 @@ def _run_size_child(who: str, sheet: Path, db: Path) -> dict[str, float]:
     return _child_json([sys.executable, "-c", code, who, str(sheet), str(db)], who)
 
 
-def _child_json(command: list[str], who: str) -> dict[str, Any]:
-    """Run a benchmark child process and return the JSON object on its last output line."""
-    done = subprocess.run(
+def _child(
+    command: list[str], *, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark child process to its end, its output captured."""
+    return subprocess.run(
         command,
+        env=env,
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT,
         stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def _child_json(command: list[str], who: str) -> dict[str, Any]:
+    """Run a benchmark child process and return the JSON object on its last output line."""
+    done = _child(command)
     if done.returncode != 0:
         raise RuntimeError(f"a benchmark stage of {who} failed: {done.stderr.strip()[-2000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
