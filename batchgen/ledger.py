@@ -326,7 +326,12 @@ class Ledger:
                 rows = [r for r in rows if r["key"] not in existing]
                 if not rows:
                     return
-            conn.execute(statement, rows)
+            # run at the driver level: SQLAlchemy's per-row parameter work cost as much as
+            # SQLite's insert itself
+            insert = _Prepared(
+                statement.values({c: sa.bindparam(c) for c in _RECORD_FIELDS}), conn.dialect
+            )
+            conn.exec_driver_sql(insert.sql, [insert.params(row) for row in rows])
 
     def update_jobs(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Apply (key, {column: value}) changes in one transaction (a group commit)."""
