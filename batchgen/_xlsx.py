@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
 
+from batchgen._text import ILLEGAL_XML_CHARS, strip_illegal
+
 NS_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 NS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 NS_PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
@@ -35,11 +37,7 @@ _XML_DECL_ENC_RE = re.compile(r"^\s*<\?xml[^>]*encoding\s*=\s*[\"']([^\"']+)[\"'
 _REF_RE = re.compile(r"^\$?([A-Za-z]{1,3})\$?(\d+)$")
 _SHARED_OR_ARRAY_F_RE = re.compile(r"<(?:[\w.-]+:)?f(?=[\s/>])" + _ATTRS + r"\sref\s*=", re.S)
 _FORMULA_RE = re.compile(r"<(?:[\w.-]+:)?f(?=[\s/>])")
-# Characters XML 1.0 cannot carry at all (control characters, lone surrogates, U+FFFE/F),
-# listed rather than as the complement of the legal ones, which takes 10 ms to compile
-_ILLEGAL = "\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff"
-_XML_ILLEGAL_RE = re.compile(f"[{_ILLEGAL}]")
-_NEEDS_ESCAPE_RE = re.compile(f"[&<>\r{_ILLEGAL}]|_x")
+_NEEDS_ESCAPE_RE = re.compile(f"[&<>\r{ILLEGAL_XML_CHARS}]|_x")
 # Excel and calamine decode _xHHHH_ in strings; escaping the underscore keeps such text literal.
 _X_ESCAPE_RE = re.compile(r"_(x[0-9A-Fa-f]{4}_)")
 
@@ -51,13 +49,6 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplemented
 
 class XlsxError(Exception):
     """The workbook cannot be read or patched; the message names the problem."""
-
-
-def strip_illegal(text: str) -> str:
-    """Remove characters that XML 1.0 cannot represent."""
-    if text.isascii() and text.isprintable():  # most cells: nothing to look for
-        return text
-    return _XML_ILLEGAL_RE.sub("", text)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from batchgen import htmlreport, report, sheets
+from batchgen import report, sheets
 from batchgen.client import ApiClient, RetryPolicy, token_from_env
 from batchgen.config import RunConfig
 from batchgen.errors import (
@@ -382,6 +382,8 @@ def report_batch(config: RunConfig, out: Path) -> Path:
         records = plan_records(batch, ledger)
     finally:
         ledger.close()
+    from batchgen import htmlreport
+
     return htmlreport.render_report(
         title=config.sheet.name, plan=batch.plan, records=records, out=out
     )

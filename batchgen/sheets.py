@@ -15,9 +15,14 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from batchgen import _csvfile, _xlsx
+from batchgen import _csvfile
+from batchgen._text import strip_illegal
 from batchgen.errors import SheetError
+
+if TYPE_CHECKING:  # imported where an .xlsx is read or written: a CSV run does without it
+    from batchgen import _xlsx
 
 OUTPUT_COLUMNS = ("request_id", "status", "video_url", "error")
 RESULTS_SHEET = "batchgen_results"
@@ -185,6 +190,8 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table
         raise _fail(p, "is password-protected or an old .xls file; save it as .xlsx")
     if not data.startswith(_ZIP_MAGIC):
         raise _fail(p, "is not a valid .xlsx workbook")
+    from batchgen import _xlsx
+
     try:
         book = _xlsx.open_book(data)
     except _xlsx.XlsxError as exc:
@@ -295,6 +302,8 @@ def check_writable(table: Table, *, output: str | Path | None = None) -> None:
     except OSError as exc:
         raise _fail(target, f"cannot write into {folder}: {exc.strerror or exc}") from exc
     if table.kind == "xlsx":
+        from batchgen import _xlsx
+
         assert table._book is not None
         try:
             _xlsx.results_sheet_part(table._book, sheet_part=table._sheet_part, name=RESULTS_SHEET)
@@ -347,7 +356,7 @@ def results_path(sheet_path: str | Path) -> Path:
 
 def _clean(value: object) -> str:
     """Text as it may be stored: str, without characters XML or a text file cannot hold."""
-    return _xlsx.strip_illegal("" if value is None else str(value))
+    return strip_illegal("" if value is None else str(value))
 
 
 def _column_plan(table: Table) -> tuple[dict[str, int], dict[int, str]]:
@@ -386,6 +395,8 @@ def _patched_workbook(
     table: Table, writes: dict[int, dict[int, str]], results: Results | None
 ) -> bytes:
     """The workbook bytes with `writes` applied and the results sheet added or replaced."""
+    from batchgen import _xlsx
+
     book, sheet = table._book, table._sheet
     assert book is not None and sheet is not None
     last_header = max((i for i, h in enumerate(table.headers) if h.strip()), default=0)

@@ -12,7 +12,7 @@ import openpyxl
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from batchgen._xlsx import strip_illegal
+from batchgen._text import strip_illegal
 from batchgen.sheets import OUTPUT_COLUMNS, load_sheet, write_back
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
