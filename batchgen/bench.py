@@ -18,8 +18,6 @@ import json
 import os
 import platform
 import shutil
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,13 +25,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchgen._benchruns import (
+    INSTANT_CONCURRENCY,
+    RunFigures,
+    child_json,
+    fresh_db,
+    instant_run,
+    run_size_child,
+    simulated_run,
+)
 from batchgen._benchsheets import write_csv_sheet, write_xlsx_sheet
-from batchgen._benchsim import SimulatorProcess
 from batchgen._benchsize import cpu_stall_us
 from batchgen.errors import ConfigError
 
-TOKEN = "bench-token"
-CHILD_TIMEOUT = 900.0  # seconds for one stage in its child process
 FULL_SIZES: dict[str, Any] = {
     "jobs": 300,
     "capacity": 30,
@@ -52,7 +56,6 @@ QUICK_SIZES: dict[str, Any] = {
     "instant_repeats": 1,
     "rows": 2000,
 }
-INSTANT_CONCURRENCY = 256
 TARGETS = {
     "efficiency": "≥ 0.95",
     "calls_per_job": "≤ 3.5",
@@ -135,93 +138,6 @@ def packed_makespan(durations: list[float], slots: int) -> float:
 # --------------------------------------------------------------------------- the runs
 
 
-class SilentEvents:
-    """The pool's Events, saying nothing (notices are kept)."""
-
-    def __init__(self) -> None:
-        self.notices: list[str] = []
-
-    def job_changed(self, record: Any, previous: str) -> None:
-        """Ignore a state change."""
-
-    def notice(self, message: str) -> None:
-        """Keep a notice."""
-        self.notices.append(message)
-
-
-@dataclass
-class RunFigures:
-    """One run against the simulator."""
-
-    wall_s: float
-    jobs: int
-    completed: int
-    stats: dict[str, int]
-    records: list[dict[str, Any]]
-
-    @property
-    def calls_per_job(self) -> float:
-        """(submit + status + result) per job, as the simulator counted them."""
-        calls = sum(self.stats.get(k, 0) for k in ("submit", "status", "result"))
-        return calls / max(1, self.jobs)
-
-
-def run_batchgen_once(sheet: Path, db: Path, base_url: str, concurrency: int) -> tuple[float, int]:
-    """batchgen's library entry point on `sheet`; returns (wall seconds, jobs completed)."""
-    from batchgen.config import build_config
-    from batchgen.runner import run_batch
-
-    config = build_config(sheet, base_url=base_url, concurrency=concurrency, db=str(db))
-    began = time.perf_counter()
-    result = run_batch(config, events=SilentEvents(), token=TOKEN)
-    wall = time.perf_counter() - began
-    return wall, result.outcome.counts.get("completed", 0)
-
-
-def run_naive_once(sheet: Path, db: Path, base_url: str, concurrency: int) -> tuple[float, int]:
-    """The naive runner on `sheet`; returns (wall seconds, jobs completed)."""
-    from batchgen._naive import run_naive
-
-    began = time.perf_counter()
-    result = run_naive(sheet, base_url=base_url, token=TOKEN, db=db, concurrency=concurrency)
-    wall = time.perf_counter() - began
-    return wall, result.counts.get("completed", 0)
-
-
-def _simulated_run(
-    who: str,
-    *,
-    workdir: Path,
-    tag: str,
-    jobs: int,
-    capacity: int,
-    min_duration: float,
-    max_duration: float,
-    concurrency: int,
-) -> RunFigures:
-    """A fresh simulator process, a fresh sheet and ledger, one run, the simulator's record."""
-    sheet = write_csv_sheet(workdir / f"{tag}-{who}.csv", jobs)
-    db = _fresh(workdir / f"{tag}-{who}.db")
-    run = run_batchgen_once if who == "batchgen" else run_naive_once
-    with SimulatorProcess(
-        capacity=capacity,
-        min_duration=min_duration,
-        max_duration=max_duration,
-        log=workdir / "simulator.log",
-    ) as sim:
-        wall, completed = run(sheet, db, sim.base_url, concurrency)
-        stats = sim.stats()
-        records = sim.jobs()
-    return RunFigures(wall, jobs, completed, stats, records)
-
-
-def _fresh(db: Path) -> Path:
-    """`db` with any ledger of an earlier benchmark in the same folder removed."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        db.with_name(db.name + suffix).unlink(missing_ok=True)
-    return db
-
-
 def _sched_figures(run: RunFigures, capacity: int, figures: Figures) -> None:
     durations = [float(r["duration"]) for r in run.records]
     ideal = packed_makespan(durations, capacity)
@@ -246,67 +162,13 @@ def _instant_figures(runs: list[RunFigures], figures: Figures) -> None:
     figures.completed["instant"] = min(run.completed for run in runs)
 
 
-def _instant_run(who: str, workdir: Path, jobs: int) -> RunFigures:
-    """One instant run as a user's: the command in a fresh process, from its start to its exit.
-
-    Start-up, imports and exit count, as they do for a cron job: batchgen runs as
-    `python -m batchgen run SHEET`, the naive runner as `python -m batchgen._naive SHEET`.
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    sheet = write_csv_sheet(workdir / f"instant-{who}.csv", jobs)
-    db = _fresh(workdir / f"instant-{who}.db")
-    concurrency = str(INSTANT_CONCURRENCY)
-    if who == "batchgen":
-        command = ["-m", "batchgen", "run", str(sheet), "--db", str(db)]
-    else:
-        command = ["-m", "batchgen._naive", str(sheet), "--db", str(db)]
-    with SimulatorProcess(
-        capacity=INSTANT_CONCURRENCY,
-        min_duration=0.0,
-        max_duration=0.0,
-        log=workdir / "simulator.log",
-    ) as sim:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "BATCHGEN_"))}
-        env |= {"RUNCOMFY_API_TOKEN": TOKEN, "RUNCOMFY_BASE_URL": sim.base_url}
-        if "BATCHGEN_EVENT_LOOP" in os.environ:  # a choice of the person benchmarking
-            env["BATCHGEN_EVENT_LOOP"] = os.environ["BATCHGEN_EVENT_LOOP"]
-        began = time.perf_counter()
-        done = _child([sys.executable, *command, "--concurrency", concurrency], env=env)
-        wall = time.perf_counter() - began
-        stats = sim.stats()
-    if done.returncode not in (0, 1):
-        raise RuntimeError(f"the instant run of {who} failed: {done.stderr.strip()[-2000:]}")
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        query = "SELECT count(*) FROM jobs WHERE state = 'completed'"
-        (completed,) = conn.execute(query).fetchone()
-    return RunFigures(wall, jobs, int(completed), stats, [])
-
-
-def instant_library_child() -> None:
-    """Entry of a child process: run_batch on an instant run; argv = workdir, jobs."""
-    workdir, jobs = Path(sys.argv[1]), int(sys.argv[2])
-    workdir.mkdir(parents=True, exist_ok=True)
-    run = _simulated_run(
-        "batchgen",
-        workdir=workdir,
-        tag="library",
-        jobs=jobs,
-        capacity=INSTANT_CONCURRENCY,
-        min_duration=0.0,
-        max_duration=0.0,
-        concurrency=INSTANT_CONCURRENCY,
-    )
-    rate = run.jobs / run.wall_s if run.wall_s > 0 else None
-    print(json.dumps({"jobs_per_s": rate, "completed": run.completed}))
-
-
 def _instant_library_figures(workdir: Path, jobs: int, repeats: int, figures: Figures) -> None:
     """run_batch alone, each run in a fresh process, so the split of the figure shows."""
-    code = "from batchgen.bench import instant_library_child; instant_library_child()"
+    code = "from batchgen._benchruns import instant_library_child; instant_library_child()"
     rates, completed = [], jobs
     for i in range(repeats):
         command = [sys.executable, "-c", code, str(workdir / f"library{i}"), str(jobs)]
-        got = _child_json(command, "batchgen")
+        got = child_json(command, "batchgen")
         completed = min(completed, int(got["completed"]))
         if got["jobs_per_s"] is not None:
             rates.append(float(got["jobs_per_s"]))
@@ -314,34 +176,6 @@ def _instant_library_figures(workdir: Path, jobs: int, repeats: int, figures: Fi
     if rates:
         figures.instant_library_jobs_per_s = sorted(rates)[len(rates) // 2]
         figures.instant_library_runs = [round(rate) for rate in rates]
-
-
-def _run_size_child(who: str, sheet: Path, db: Path) -> dict[str, float]:
-    code = "from batchgen._benchsize import size_child; size_child()"
-    return _child_json([sys.executable, "-c", code, who, str(sheet), str(db)], who)
-
-
-def _child(
-    command: list[str], *, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run a benchmark child process to its end, its output captured."""
-    return subprocess.run(
-        command,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def _child_json(command: list[str], who: str) -> dict[str, Any]:
-    """Run a benchmark child process and return the JSON object on its last output line."""
-    done = _child(command)
-    if done.returncode != 0:
-        raise RuntimeError(f"a benchmark stage of {who} failed: {done.stderr.strip()[-2000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -417,7 +251,7 @@ def run_benchmark(
     figures = {who: Figures() for who in who_all}
     try:
         for who in who_all:
-            sched = _simulated_run(
+            sched = simulated_run(
                 who,
                 workdir=work,
                 tag="sched",
@@ -429,8 +263,7 @@ def run_benchmark(
             )
             _sched_figures(sched, capacity, figures[who])
             instant = [
-                _instant_run(who, work / f"instant{i}", instant_jobs)
-                for i in range(instant_repeats)
+                instant_run(who, work / f"instant{i}", instant_jobs) for i in range(instant_repeats)
             ]
             _instant_figures(instant, figures[who])
             if who == "batchgen":
@@ -449,9 +282,9 @@ def _size_stages(work: Path, rows: int, figures: dict[str, Figures]) -> None:
     """Each runner on its own copy of the xlsx (write-back changes it), then of the csv."""
     for who, mine in figures.items():
         xlsx = write_xlsx_sheet(work / f"size-{who}.xlsx", rows)
-        _take_size(mine, _run_size_child(who, xlsx, _fresh(work / f"size-{who}-xlsx.db")))
+        _take_size(mine, run_size_child(who, xlsx, fresh_db(work / f"size-{who}-xlsx.db")))
         csv_sheet = write_csv_sheet(work / f"size-{who}.csv", rows)
-        got = _run_size_child(who, csv_sheet, _fresh(work / f"size-{who}-csv.db"))
+        got = run_size_child(who, csv_sheet, fresh_db(work / f"size-{who}-csv.db"))
         mine.csv_load_s, mine.csv_write_s = got["load_s"], got["write_s"]
         mine.csv_peak_rss_mb = got["peak_rss_mb"]
 
