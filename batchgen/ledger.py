@@ -18,7 +18,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from batchgen.errors import LedgerError, SheetLockedError
-from batchgen.schema import bring_to_head, jobs_table, locks_table, marks_table
+from batchgen.schema import (
+    SCHEMA_REVISION,
+    bring_to_head,
+    jobs_table,
+    locks_table,
+    marks_table,
+    schema_revision,
+)
 
 HOST = socket.gethostname()
 # A lock whose holder on another host has not beaten for this long is taken over.
@@ -197,6 +204,14 @@ class Ledger:
 
     def _migrate(self) -> None:
         with self.engine.begin() as conn:
+            if schema_revision(conn) == SCHEMA_REVISION:
+                return  # the common case: a read, no lock
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # SQLite runs DDL outside any transaction unless one is open: take the write
+                # lock first, so a second process opening the same new ledger waits and then
+                # finds it whole, and a crash halfway leaves nothing half-built
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             bring_to_head(conn)
 
     def close(self) -> None:

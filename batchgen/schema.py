@@ -81,7 +81,7 @@ _version_table = sa.Table(
 def bring_to_head(conn: sa.Connection) -> None:
     """Create a new database's tables, or run the migrations an older one lacks."""
     tables = sa.inspect(conn).get_table_names()
-    revision = schema_revision(conn) if _version_table.name in tables else None
+    revision = schema_revision(conn)
     if revision == SCHEMA_REVISION:
         return
     if not tables:
@@ -94,7 +94,9 @@ def bring_to_head(conn: sa.Connection) -> None:
 
 
 def schema_revision(conn: sa.Connection) -> str | None:
-    """The revision Alembic recorded in this database (which has Alembic's table)."""
+    """The revision Alembic recorded in this database, or None if it has none."""
+    if not sa.inspect(conn).has_table(_version_table.name):
+        return None
     return conn.execute(sa.select(_version_table.c.version_num)).scalar()
 
 

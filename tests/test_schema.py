@@ -6,6 +6,9 @@ server, on PostgreSQL.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,3 +129,65 @@ def test_an_older_ledger_is_upgraded_in_place_with_its_jobs(kind: str, tmp_path:
         with engine.connect() as conn:
             assert schema.schema_revision(conn) == schema.SCHEMA_REVISION
         engine.dispose()
+
+
+# A process creating a new ledger that stops after its first table (a slow disk, a lock wait,
+# a kill -9) until told to go on: SQLAlchemy's after_create event, in that process only.
+PAUSED_CREATOR = r"""
+import sys
+import sqlalchemy as sa
+from batchgen.ledger import Ledger
+
+def pause(table, *args, **kwargs):
+    if table.name == "jobs":
+        print("created jobs", flush=True)
+        sys.stdin.readline()
+
+sa.event.listen(sa.Table, "after_create", pause)
+Ledger(sys.argv[1]).close()
+print("done", flush=True)
+"""
+
+
+def _paused_creator(url: str) -> subprocess.Popen[str]:
+    creator = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_CREATOR, url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert creator.stdout is not None
+    assert creator.stdout.readline().strip() == "created jobs"
+    return creator
+
+
+def _visible_tables(db: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(db, timeout=0)) as conn:
+        return [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+
+
+@pytest.mark.parametrize("ending", ["goes on", "is killed"])
+def test_a_new_sqlite_ledger_is_created_whole_or_not_at_all(ending: str, tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    url = f"sqlite:///{db}"
+    creator = _paused_creator(url)
+    try:
+        # halfway: another process sees none of it (it would take a half-built ledger for
+        # an old one and run the migrations over it, breaking it for good)
+        assert _visible_tables(db) == []
+        if ending == "goes on":
+            out, _ = creator.communicate("go\n", timeout=60)
+            assert out.strip() == "done"
+        else:
+            creator.kill()
+            creator.wait(timeout=60)
+    finally:
+        if creator.poll() is None:
+            creator.kill()
+    ledger = Ledger(url)  # whole, or created now
+    ledger.close()
+    assert {"jobs", "run_locks", "plan_marks", "alembic_version"} <= set(_visible_tables(db))
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (schema.SCHEMA_REVISION,)
+        ]
