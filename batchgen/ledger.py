@@ -397,10 +397,15 @@ class Ledger:
                 finally:
                     if connection is not self._writer:
                         connection.close()  # back to the pool, which rolls back what is left
-            except (SQLAlchemyError, dbapi_error) as exc:
-                self._drop_writer()  # rolled back; the next write starts on a fresh connection
-                cause = getattr(exc, "orig", None) or exc
-                raise LedgerError(f"cannot write the ledger: {cause}") from exc
+            except BaseException as exc:
+                # whatever failed (a database error, text SQLite cannot encode, a cancel), the
+                # group is rolled back and its connection dropped: the next write starts
+                # afresh, and no open transaction keeps the write lock from other connections
+                self._drop_writer()
+                if isinstance(exc, SQLAlchemyError | dbapi_error | ValueError | OverflowError):
+                    cause = getattr(exc, "orig", None) or exc
+                    raise LedgerError(f"cannot write the ledger: {cause}") from exc
+                raise
 
     def _writer_connection(self) -> Any:
         """The DBAPI connection for a group write, past SQLAlchemy's per-statement work.

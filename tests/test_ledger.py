@@ -110,3 +110,27 @@ def test_a_group_write_that_fails_leaves_nothing_half_written(ledger_url: str) -
         None,
         "submitting",
     )
+
+
+def test_text_sqlite_cannot_encode_fails_the_write_without_holding_the_ledger(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        ledger.add_jobs(
+            JobRecord(key=k, model_id="m", payload={}, state="pending") for k in ("a", "b")
+        )
+        with pytest.raises(LedgerError, match="cannot write the ledger"):
+            ledger.write_jobs(
+                [("a", {"state": "in_queue", "request_id": "r-a"}), ("b", {"error": "\ud83d"})]
+            )
+        # the failed group's transaction is gone: another connection writes at once (with
+        # the transaction left open it waited 15 s for the lock and failed)
+        with sqlite3.connect(tmp_path / "ledger.db", timeout=0) as other:
+            other.execute("UPDATE jobs SET label = 'x' WHERE key = 'b'")
+        ledger.write_jobs([("b", {"state": "failed"})])
+        jobs = ledger.get_jobs()
+    finally:
+        ledger.close()
+    assert (jobs["a"].state, jobs["a"].request_id) == ("pending", None)
+    assert (jobs["b"].state, jobs["b"].label) == ("failed", "x")
