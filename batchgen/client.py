@@ -114,8 +114,20 @@ def _message(body: Any, fallback: str) -> str:
         for key in ("error_message", "message", "error", "detail"):
             value = body.get(key)
             if value:
-                return value if isinstance(value, str) else json.dumps(value)[:500]
+                return _text(value) if isinstance(value, str) else json.dumps(value)[:500]
     return fallback
+
+
+def _text(value: Any) -> str:
+    """Text from the API as any file or database can hold it.
+
+    JSON may carry a lone surrogate ("\\ud83d", an emoji cut in half), which no UTF-8 file
+    or SQLite ledger can store: it becomes "?".
+    """
+    text = str(value)
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -294,7 +306,7 @@ class ApiClient:
             request_id = data.get("request_id") if isinstance(data, dict) else None
             if not request_id:
                 raise SubmitUncertainError("submit: the answer has no request_id")
-            return Submitted(str(request_id), str(data.get("status") or "in_queue"))
+            return Submitted(_text(request_id), _text(data.get("status") or "in_queue"))
 
         return await self._retrying(once)
 
@@ -392,7 +404,7 @@ def _brief(exc: BaseException) -> str:
 def _job_status(data: Any) -> JobStatus:
     if not isinstance(data, dict) or not data.get("status"):
         raise ApiTransientError("the API answer has no status")
-    status = str(data["status"]).lower()
+    status = _text(data["status"]).lower()
     if status == "succeeded":
         status = "completed"
     output = data.get("output") or {}
@@ -400,14 +412,14 @@ def _job_status(data: Any) -> JobStatus:
     if isinstance(output, dict):
         video = output.get("video") or next(iter(output.get("videos") or []), None)
     error = data.get("error")
-    if error is not None and not isinstance(error, str):
-        error = _message(error, json.dumps(error)[:500])
+    if error is not None:
+        error = _text(error) if isinstance(error, str) else _message(error, json.dumps(error)[:500])
     position = data.get("queue_position")
     cost = data.get("cost")
     return JobStatus(
         status=status,
         queue_position=int(position) if isinstance(position, int | float) else None,
-        video_url=str(video) if video else None,
+        video_url=_text(video) if video else None,
         error=error,
         cost=float(cost) if isinstance(cost, int | float) else None,
         created_at=_epoch(data.get("created_at")),

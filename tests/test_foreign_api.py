@@ -28,6 +28,7 @@ JOB_SECONDS = 0.3
 class _Api(BaseHTTPRequestHandler):
     jobs: ClassVar[dict[str, dict[str, Any]]] = {}
     calls: ClassVar[int] = 0
+    failure: ClassVar[str | None] = None  # when set, every job ends FAILED with this error
     lock = threading.Lock()
     protocol_version = "HTTP/1.1"
 
@@ -75,7 +76,11 @@ class _Api(BaseHTTPRequestHandler):
             return
         age = time.monotonic() - job["at"]
         status = "PENDING" if age < 0.05 else "IN_PROGRESS" if age < JOB_SECONDS else "SUCCEEDED"
+        if status == "SUCCEEDED" and self.failure is not None:
+            status = "FAILED"
         answer: dict[str, Any] = {"request_id": parts[2], "status": status}
+        if status == "FAILED":
+            answer["error"] = self.failure
         if parts[3] == "result" and status == "SUCCEEDED":
             answer["output"] = {"videos": [f"https://cdn.example.net/{parts[2]}.mp4"]}
         self._send(200, answer)
@@ -88,6 +93,7 @@ class _Api(BaseHTTPRequestHandler):
 def foreign_api() -> Iterator[str]:
     _Api.jobs = {}
     _Api.calls = 0
+    _Api.failure = None
     with loopback_http(_Api) as url:
         yield url
 
@@ -116,3 +122,21 @@ def test_a_csv_and_an_xlsx_run_against_another_implementation(
     for sheet in (csv_sheet, xlsx_sheet):
         assert run_cli(["run", sheet, "--base-url", foreign_api], None).returncode == 0
     assert len(_Api.jobs) == 50
+
+
+def test_an_error_text_with_half_an_emoji_is_stored_and_written(
+    tmp_path: Path, foreign_api: str
+) -> None:
+    # JSON can carry a lone surrogate (an emoji cut in half by the server); no UTF-8 file
+    # or SQLite ledger can hold one
+    _Api.failure = "moderation rejected the prompt \ud83d"
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(6))
+
+    result = run_cli(["run", sheet, "--base-url", foreign_api, "--concurrency", "4"], None)
+
+    assert result.returncode == 1, result.stdout + result.stderr  # jobs failed, nothing else
+    rows = read_csv(sheet)
+    assert [r["status"] for r in rows] == ["failed"] * 6
+    assert all(r["error"] == "moderation rejected the prompt ?" for r in rows)
+    status = run_cli(["status", sheet], None)
+    assert status.returncode == 0 and "6 failed" in status.stdout + status.stderr, status
