@@ -4,7 +4,8 @@ A job's first check is placed where most jobs like it have finished (a quantile 
 turnarounds, submit → finish); later checks walk up that distribution. Queue positions and
 the observed completion rate place checks for jobs that are still waiting. Nothing is a
 fixed interval, so the same clock serves one-second test jobs and two-minute real ones; even
-the least gap between checks is a tenth of the typical turnaround, at most 0.1 s.
+the least gap between checks is a tenth of the typical turnaround (at most 0.1 s), and grows
+with the job's own age.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 MIN_DELAY = 0.1  # the least gap between checks, for jobs of a second or more
 MIN_FLOOR = 0.005  # ... and for jobs far quicker: 10% of their turnaround, but never less
+AGE_GAP = 0.02  # nor closer than this share of the job's own age (see next_delay)
 MAX_DELAY = 30.0
 _WINDOW = 120  # turnarounds remembered: recent enough to follow a change of load
 _LEARNED = 5  # samples before the distribution is trusted
@@ -115,7 +117,9 @@ class PollClock:
         if not self.learned:
             start = MIN_DELAY if probe else 0.25
             return _clamp(start * 2.0**checks, MIN_DELAY)
-        floor = self.floor
+        # a job that has run for a minute is not checked every few ms because some jobs
+        # (quick rejections, say) finished in milliseconds: its gaps grow with its age
+        floor = max(self.floor, AGE_GAP * age)
         rate = self.completion_rate()
         if state == "in_queue" and queue_position is not None and checks > 0 and rate:
             # still waiting: it starts after the jobs ahead of it, then runs at least briefly

@@ -42,3 +42,17 @@ def test_a_job_older_than_any_seen_is_checked_no_more_often_than_the_floor() -> 
     quick = learned_clock([0.004, 0.005, 0.006, 0.005, 0.005])
     delays = [quick.next_delay(state="in_progress", age=1.0, checks=n) for n in range(10)]
     assert min(delays) >= MIN_FLOOR
+
+
+def test_quick_finishers_do_not_make_a_long_job_checked_every_few_ms() -> None:
+    # five jobs rejected 50 ms after their submit, then a job that runs for a minute
+    for draining in (False, True):
+        clock = PollClock(draining=draining)
+        for _ in range(5):
+            clock.observe(0.05)
+        age, checks = 0.0, 0
+        while age < 60.0:
+            age += clock.next_delay(state="in_progress", age=age, checks=checks)
+            checks += 1
+        # a fixed 0.1 s floor made it 600; a floor of 10% of 50 ms alone, 12,000
+        assert checks < 400, (draining, checks)
