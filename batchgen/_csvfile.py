@@ -11,6 +11,7 @@ import codecs
 import csv
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,11 +190,17 @@ def parse(data: bytes) -> CsvDoc:
     )
 
 
-def quote(doc: CsvDoc, value: str) -> str:
-    """Format one new field in the file's quoting style."""
-    if doc.quote_all or _needs_quotes(doc.delimiter).search(value):
-        return '"' + value.replace('"', '""') + '"'
-    return value
+def quoter(doc: CsvDoc) -> Callable[[str], str]:
+    """A function that formats one new field in the file's quoting style."""
+    needs_quotes = _needs_quotes(doc.delimiter).search
+    quote_all = doc.quote_all
+
+    def quote_one(value: str) -> str:
+        if quote_all or needs_quotes(value):
+            return '"' + value.replace('"', '""') + '"'
+        return value
+
+    return quote_one
 
 
 @functools.lru_cache(maxsize=8)
@@ -206,6 +213,7 @@ def patch(doc: CsvDoc, writes: dict[int, dict[int, str]]) -> str:
     """The file text with `writes` (1-based record number → column → text) applied."""
     records = list(doc.records)
     delim = doc.delimiter
+    quote_one = quoter(doc)
     empty = '""' if doc.quote_all else ""
     for number in sorted(writes):
         row = writes[number]
@@ -222,19 +230,18 @@ def patch(doc: CsvDoc, writes: dict[int, dict[int, str]]) -> str:
         if min(row) >= have:
             # Common case: only fields after the record's last one; keep the body as is.
             extra = [
-                quote(doc, doc.fit(row[c])) if c in row else empty
-                for c in range(have, max(row) + 1)
+                quote_one(doc.fit(row[c])) if c in row else empty for c in range(have, max(row) + 1)
             ]
             body = body + delim + delim.join(extra) if have else delim.join(extra)
         else:
             raw = split_raw(body, delim) if body else []
             if len(raw) != have:
                 # Lenient-mode oddities (stray quotes): re-quote the parsed values instead.
-                raw = [quote(doc, v) for v in doc.fields[index]]
+                raw = [quote_one(v) for v in doc.fields[index]]
             for col, value in sorted(row.items()):
                 while len(raw) <= col:
                     raw.append(empty)
-                raw[col] = quote(doc, doc.fit(value))
+                raw[col] = quote_one(doc.fit(value))
             body = delim.join(raw)
         records[index] = body + term
     return "".join(records)
@@ -242,18 +249,13 @@ def patch(doc: CsvDoc, writes: dict[int, dict[int, str]]) -> str:
 
 def dump_rows(doc: CsvDoc, rows: list[list[object]]) -> str:
     """Serialise whole rows (a results table) in the file's dialect, each line terminated."""
-    # quote() inlined: a results table has tens of thousands of fields
-    needs_quotes = _needs_quotes(doc.delimiter).search
+    quote_one = quoter(doc)  # a results table has tens of thousands of fields
     fit = doc.fit if doc.encoding == "cp1252" else None
     lines = []
     for row in rows:
         cells = []
         for value in row:
             text = "" if value is None else value if type(value) is str else str(value)
-            if fit is not None:
-                text = fit(text)
-            if doc.quote_all or needs_quotes(text):
-                text = '"' + text.replace('"', '""') + '"'
-            cells.append(text)
+            cells.append(quote_one(fit(text) if fit is not None else text))
         lines.append(doc.delimiter.join(cells))
     return "".join(line + doc.newline for line in lines)
