@@ -126,6 +126,11 @@ def ledger_url(db: str | None, sheet: Path) -> str:
     return f"sqlite:///{Path(value).expanduser().resolve()}"
 
 
+def _cause(exc: BaseException) -> BaseException:
+    """The driver's error behind a SQLAlchemy one (its message names the problem), else exc."""
+    return getattr(exc, "orig", None) or exc
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -178,7 +183,7 @@ class Ledger:
                 # other fails; after a pause it finds the schema at head and goes on
                 if attempt == MIGRATE_ATTEMPTS:
                     raise LedgerError(
-                        f"cannot open the ledger {self.display_url}: {exc.orig or exc}"
+                        f"cannot open the ledger {self.display_url}: {_cause(exc)}"
                     ) from exc
                 time.sleep(0.2 * attempt)
 
@@ -300,8 +305,7 @@ class Ledger:
             with self.engine.connect() as conn:
                 yield conn
         except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
-            cause = getattr(exc, "orig", None) or exc
-            raise LedgerError(f"cannot read the ledger: {cause}") from exc
+            raise LedgerError(f"cannot read the ledger: {_cause(exc)}") from exc
 
     @contextlib.contextmanager
     def _completed_cursor(self, columns: str) -> Iterator[Any]:
@@ -403,8 +407,7 @@ class Ledger:
                 # afresh, and no open transaction keeps the write lock from other connections
                 self._drop_writer()
                 if isinstance(exc, SQLAlchemyError | dbapi_error | ValueError | OverflowError):
-                    cause = getattr(exc, "orig", None) or exc
-                    raise LedgerError(f"cannot write the ledger: {cause}") from exc
+                    raise LedgerError(f"cannot write the ledger: {_cause(exc)}") from exc
                 raise
 
     def _writer_connection(self) -> Any:
