@@ -121,6 +121,9 @@ class SimulatorApp:
         fault, slow = sim.draw_fault()
         faults = sim.config.faults
         if fault == "drop_before":
+            # the whole request read first: closing on unread bytes would make the kernel
+            # reset the connection, and the client see a reset rather than a closed socket
+            await _read_body(receive)
             _DROPPING.set(True)
             return _DROP
         if fault == "error_500":
