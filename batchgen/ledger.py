@@ -1,4 +1,8 @@
-"""The ledger: every job and its request_id in SQL (SQLite by default), via SQLAlchemy."""
+"""The ledger: every job and its request_id in SQL (a SQLite file by default, or PostgreSQL).
+
+Statements are plain SQL run on the driver's cursor (batchgen._database); the schema and its
+migrations are SQLAlchemy's and Alembic's (batchgen.schema).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,14 @@ import contextlib
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-
+from batchgen._database import open_database
 from batchgen.errors import LedgerError, SheetLockedError
-from batchgen.schema import (
-    SCHEMA_REVISION,
-    bring_to_head,
-    jobs_table,
-    locks_table,
-    marks_table,
-    schema_revision,
-)
 
 HOST = socket.gethostname()
 # A lock whose holder on another host has not beaten for this long is taken over.
@@ -79,30 +71,6 @@ class Claim:
     expect: str
 
 
-class _Prepared:
-    """A statement compiled once for a dialect, run at the driver level.
-
-    SQLAlchemy's per-execution work (cache keys, parameter processing, result set-up) costs
-    several times the SQLite work for these small updates, which a busy run makes thousands
-    of. The jobs table's types need no bind processing, so the driver takes plain values.
-    """
-
-    def __init__(self, statement: Any, dialect: Any) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.sql: str = compiled.string
-        self._defaults: dict[str, Any] = dict(compiled.params)
-        self._order: tuple[str, ...] | None = (
-            tuple(compiled.positiontup) if compiled.positional else None
-        )
-
-    def params(self, row: dict[str, Any]) -> Any:
-        """The driver's parameters for one row (positional or named, as the dialect wants)."""
-        values = {**self._defaults, **row}
-        if self._order is None:
-            return values
-        return tuple(values[name] for name in self._order)
-
-
 @dataclass(frozen=True)
 class LockInfo:
     """Who holds a sheet's run lock, and what it last reported."""
@@ -131,15 +99,6 @@ def _cause(exc: BaseException) -> BaseException:
     return getattr(exc, "orig", None) or exc
 
 
-def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=15000")
-    cursor.close()
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -156,10 +115,18 @@ def _to_row(record: JobRecord) -> dict[str, Any]:
     return row
 
 
-def _from_row(row: Any) -> JobRecord:
-    data = dict(row._mapping)
-    data["payload"] = json.loads(data["payload"])
-    return JobRecord(**data)
+def _quoted(column: str) -> str:
+    return '"key"' if column == "key" else column  # a keyword in SQL
+
+
+_COLUMNS = [_quoted(name) for name in _RECORD_FIELDS]
+_LOCK_COLUMNS = ["scope", "run_id", "pid", "host", "started_at", "heartbeat_at", "progress"]
+# a won claim (see Claim): only where the job's state is still the one expected
+_CLAIM = (
+    "UPDATE jobs SET state = 'submitting', submit_attempts = submit_attempts + 1, "
+    'submitted_at = :_now, error = NULL, updated_at = :_now WHERE "key" = :_key '
+    "AND state = :_expect"
+)
 
 
 class Ledger:
@@ -167,21 +134,17 @@ class Ledger:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._statements: dict[tuple[str, ...], _Prepared] = {}
-        self._writer: Any = None  # SQLite: the group writes' connection (_writer_connection)
-        self._writer_lock = threading.Lock()
-        try:
-            self.engine = self._connect(url)
-        except SQLAlchemyError as exc:
-            raise LedgerError(f"cannot open the ledger {url}: {exc}") from exc
+        self._db = open_database(url)
+        self._statements: dict[tuple[str, ...], str] = {}
         for attempt in range(1, MIGRATE_ATTEMPTS + 1):
             try:
-                self._migrate()
+                self._db.ensure_schema()
                 return
-            except SQLAlchemyError as exc:
+            except self._db.errors as exc:
                 # two runs opening a new shared ledger at once: one creates the tables, the
                 # other fails; after a pause it finds the schema at head and goes on
                 if attempt == MIGRATE_ATTEMPTS:
+                    self._db.close()
                     raise LedgerError(
                         f"cannot open the ledger {self.display_url}: {_cause(exc)}"
                     ) from exc
@@ -190,45 +153,39 @@ class Ledger:
     @property
     def display_url(self) -> str:
         """The URL with any password hidden."""
-        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        return self._db.display_url
 
-    @staticmethod
-    def _connect(url: str) -> Engine:
-        parsed = sa.engine.make_url(url)
-        if parsed.get_backend_name() != "sqlite":
-            return sa.create_engine(url, pool_pre_ping=True)
-        if parsed.database and parsed.database != ":memory:":
-            directory = Path(parsed.database).parent
-            if not directory.is_dir():
-                raise LedgerError(
-                    f"cannot open the ledger {url}: folder {directory} does not exist"
-                )
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
-        sa.event.listen(engine, "connect", _on_sqlite_connect)
-        return engine
-
-    def _migrate(self) -> None:
-        with self.engine.begin() as conn:
-            if schema_revision(conn) == SCHEMA_REVISION:
-                return  # the common case: a read, no lock
-        with self.engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                # SQLite runs DDL outside any transaction unless one is open: take the write
-                # lock first, so a second process opening the same new ledger waits and then
-                # finds it whole, and a crash halfway leaves nothing half-built
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            bring_to_head(conn)
+    @property
+    def is_local(self) -> bool:
+        """True for a SQLite file: writes are quick enough to make on the event loop."""
+        return self._db.name == "sqlite"
 
     def close(self) -> None:
         """Release the database connections."""
-        with self._writer_lock:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-        self.engine.dispose()
+        self._db.close()
 
-    def _begin(self) -> Any:
-        return self.engine.begin()
+    @contextlib.contextmanager
+    def _transaction(self, doing: str) -> Iterator[Any]:
+        """A cursor in a transaction; a failure becomes LedgerError ("cannot {doing} ...").
+
+        Whatever fails (a database error, text SQLite cannot encode, an integer too large),
+        the transaction is rolled back and its connection dropped: nothing half-written
+        stays, and no open transaction keeps the write lock from other connections.
+        """
+        try:
+            with self._db.transaction() as cursor:
+                yield cursor
+        except (*self._db.errors, ValueError, OverflowError) as exc:
+            raise LedgerError(f"cannot {doing} the ledger: {_cause(exc)}") from exc
+
+    def _read(self) -> contextlib.AbstractContextManager[Any]:
+        return self._transaction("read")
+
+    def _write(self) -> contextlib.AbstractContextManager[Any]:
+        return self._transaction("write")
+
+    def _sql(self, statement: str) -> str:
+        return self._db.sql(statement)
 
     # jobs -----------------------------------------------------------------
 
@@ -244,24 +201,30 @@ class Ledger:
         With `payloads=False` the stored inputs are not decoded (each record's payload is
         empty): a resume of 100,000 jobs needs their states, not their prompts.
         """
-        columns = [c for c in _RECORD_FIELDS if payloads or c != "payload"]
-        selected = sa.select(*(jobs_table.c[name] for name in columns))
+        columns = [c for c in _COLUMNS if payloads or c != "payload"]
+        selected = f"SELECT {', '.join(columns)} FROM jobs"
+        conditions: list[str] = []
+        params: dict[str, Any] = {}
         if not_state is not None:
             # two ranges of the state index (SQLite scans the table for `!=`)
-            state = jobs_table.c.state
-            selected = selected.where((state < not_state) | (state > not_state))
+            conditions.append("(state < :not_state OR state > :not_state)")
+            params["not_state"] = not_state
         wanted = None if keys is None else set(keys)
         out: dict[str, JobRecord] = {}
         payload_at = _RECORD_FIELDS.index("payload")
-        with self._read() as conn:
+        with self._read() as cursor:
             if wanted is not None and len(wanted) <= 2000:
-                parts = _chunks(list(wanted), 500)
-                batches = [conn.execute(selected.where(jobs_table.c.key.in_(p))) for p in parts]
+                batches = []
+                for part in _chunks(list(wanted), 500):
+                    query = " AND ".join([*conditions, _key_in(part)])
+                    query_params = {**params, **_key_params(part)}
+                    cursor.execute(self._sql(f"{selected} WHERE {query}"), query_params)
+                    batches.append(cursor.fetchall())
             else:
-                # one scan beats thousands of IN lookups; rows straight from the driver, as
-                # SQLAlchemy's row objects cost more than SQLite's work on 100,000 rows
-                query = _Prepared(selected, conn.dialect)
-                batches = [conn.exec_driver_sql(query.sql, query.params({})).fetchall()]
+                # one scan beats thousands of IN lookups
+                query = f"{selected} WHERE {conditions[0]}" if conditions else selected
+                cursor.execute(self._sql(query), params)
+                batches = [cursor.fetchall()]
             for rows in batches:
                 for row in rows:
                     if wanted is not None and row[0] not in wanted:
@@ -281,76 +244,41 @@ class Ledger:
         partial index ix_jobs_completed covers these columns, so no table row (holding a
         prompt) is read, and the driver's tuples go straight into the dict.
         """
-        with self._completed_cursor('"key", sheet_row') as cursor:
-            return dict(cursor)
+        with self._read() as cursor:
+            cursor.execute(self._completed('"key", sheet_row'))
+            return dict(cursor.fetchall())
 
     def completed_cost(self, keys: Sequence[str] | None = None) -> float:
         """The estimated costs of the completed jobs (of `keys` only, if given), summed."""
-        if keys is None:
-            with self._completed_cursor("SUM(estimated_cost)") as cursor:
+        with self._read() as cursor:
+            if keys is None:
+                cursor.execute(self._completed("SUM(estimated_cost)"))
                 return cursor.fetchone()[0] or 0.0
-        c = jobs_table.c
-        total = sa.select(sa.func.sum(c.estimated_cost)).where(c.state == "completed")
-        with self._read() as conn:
-            chunks = _chunks(list(keys), 500)
-            return sum(conn.execute(total.where(c.key.in_(p))).scalar() or 0.0 for p in chunks)
+            total = 0.0
+            for part in _chunks(list(keys), 500):
+                query = f"{self._completed('SUM(estimated_cost)')} AND {_key_in(part)}"
+                cursor.execute(self._sql(query), _key_params(part))
+                total += cursor.fetchone()[0] or 0.0
+            return total
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[Any]:
-        """A connection to read with; a database error becomes LedgerError (with the cause).
+    def _completed(self, columns: str) -> str:
+        """A SELECT of `columns` of the completed jobs, from ix_jobs_completed.
 
-        The driver's own errors too: the lean reads run on its cursor, past SQLAlchemy.
+        The state is a literal (with a parameter no planner can tell that the partial index
+        applies), and SQLite, without statistics, must be told to use it.
         """
-        try:
-            with self.engine.connect() as conn:
-                yield conn
-        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
-            raise LedgerError(f"cannot read the ledger: {_cause(exc)}") from exc
-
-    @contextlib.contextmanager
-    def _completed_cursor(self, columns: str) -> Iterator[Any]:
-        """A DBAPI cursor over `columns` of the completed jobs, from ix_jobs_completed.
-
-        Plain SQL: the state is a literal (with a parameter no planner can tell that the
-        partial index applies), and SQLite, without statistics, must be told to use it.
-        """
-        with self._read() as conn:
-            source = "jobs"
-            if conn.dialect.name == "sqlite":
-                source = "jobs INDEXED BY ix_jobs_completed"
-            cursor = conn.connection.driver_connection.cursor()
-            try:
-                cursor.execute(f"SELECT {columns} FROM {source} WHERE state = 'completed'")
-                yield cursor
-            finally:
-                cursor.close()
+        source = "jobs INDEXED BY ix_jobs_completed" if self.is_local else "jobs"
+        return f"SELECT {columns} FROM {source} WHERE state = 'completed'"
 
     def add_jobs(self, records: Iterable[JobRecord]) -> None:
         """Insert records whose key is not in the ledger yet (one transaction)."""
         rows = [_to_row(r) for r in records]
         if not rows:
             return
-        with self._begin() as conn:
-            # another runner may have added some meanwhile: insert only the missing ones
-            statement = jobs_table.insert().prefix_with("OR IGNORE", dialect="sqlite")
-            if conn.dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-                statement = pg_insert(jobs_table).on_conflict_do_nothing(index_elements=["key"])
-            elif conn.dialect.name != "sqlite":
-                existing: set[str] = set()
-                for chunk in _chunks([r["key"] for r in rows], 500):
-                    query = sa.select(jobs_table.c.key).where(jobs_table.c.key.in_(chunk))
-                    existing.update(conn.execute(query).scalars())
-                rows = [r for r in rows if r["key"] not in existing]
-                if not rows:
-                    return
-            # run at the driver level: SQLAlchemy's per-row parameter work cost as much as
-            # SQLite's insert itself
-            insert = _Prepared(
-                statement.values({c: sa.bindparam(c) for c in _RECORD_FIELDS}), conn.dialect
-            )
-            conn.exec_driver_sql(insert.sql, [insert.params(row) for row in rows])
+        # another runner may have added some meanwhile: insert only the missing ones
+        insert = self._sql(self._db.insert_new("jobs", _COLUMNS, '"key"'))
+        with self._write() as cursor:
+            cursor.executemany(insert, rows)
 
     def update_jobs(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Apply (key, {column: value}) changes in one transaction (a group commit)."""
@@ -383,91 +311,28 @@ class Ledger:
             row.setdefault("updated_at", now)
             row["_key"] = key
             groups.setdefault(tuple(sorted(row)), []).append(row)
-        dbapi_error = self.engine.dialect.loaded_dbapi.Error
-        with self._writer_lock:
-            try:
-                connection = self._writer_connection()
-                try:
-                    cursor = connection.cursor()
-                    try:
-                        for columns, rows in groups.items():
-                            update = self._prepared(columns)
-                            cursor.executemany(update.sql, [update.params(row) for row in rows])
-                        won = self._claim(cursor, claims, now) if claims else []
-                    finally:
-                        cursor.close()
-                    connection.commit()
-                    return won
-                finally:
-                    if connection is not self._writer:
-                        connection.close()  # back to the pool, which rolls back what is left
-            except BaseException as exc:
-                # whatever failed (a database error, text SQLite cannot encode, a cancel), the
-                # group is rolled back and its connection dropped: the next write starts
-                # afresh, and no open transaction keeps the write lock from other connections
-                self._drop_writer()
-                if isinstance(exc, SQLAlchemyError | dbapi_error | ValueError | OverflowError):
-                    raise LedgerError(f"cannot write the ledger: {_cause(exc)}") from exc
-                raise
+        with self._write() as cursor:
+            for columns, rows in groups.items():
+                cursor.executemany(self._update(columns), rows)
+            won = []
+            claim = self._sql(_CLAIM)
+            for item in claims:
+                cursor.execute(claim, {"_key": item.key, "_expect": item.expect, "_now": now})
+                # a job claimed twice in one batch is won once: the second finds it submitting
+                won.append(cursor.rowcount == 1)
+            return won
 
-    def _writer_connection(self) -> Any:
-        """The DBAPI connection for a group write, past SQLAlchemy's per-statement work.
-
-        SQLite: one held for the run (checking one out, beginning and committing through
-        SQLAlchemy cost more than a small group's SQLite work). A database server: one from
-        the pool each time, whose pre-ping replaces a connection the server dropped.
-        """
-        if not self.is_local:
-            return self.engine.raw_connection()
-        if self._writer is None:
-            self._writer = self.engine.raw_connection()
-        return self._writer
-
-    def _drop_writer(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.invalidate()
-
-    def _claim(self, cursor: Any, claims: Sequence[Claim], now: float) -> list[bool]:
-        """Whether each claim won, in the transaction of `cursor` (a job claimed twice in one
-        batch is won once: the second finds it `submitting`)."""
-        claim = self._prepared(("claim",))
-        won = []
-        for item in claims:
-            cursor.execute(
-                claim.sql, claim.params({"_key": item.key, "_expect": item.expect, "_now": now})
-            )
-            won.append(cursor.rowcount == 1)
-        return won
-
-    def _prepared(self, name: tuple[str, ...]) -> _Prepared:
-        """An UPDATE by key, compiled once: the claim's (see Claim), or one setting `name`."""
-        prepared = self._statements.get(name)
-        if prepared is None:
-            where = jobs_table.c.key == sa.bindparam("_key")
-            if name == ("claim",):
-                statement = (
-                    jobs_table.update()
-                    .where(where & (jobs_table.c.state == sa.bindparam("_expect")))
-                    .values(
-                        state=sa.bindparam("_state", "submitting"),
-                        submit_attempts=jobs_table.c.submit_attempts + 1,
-                        submitted_at=sa.bindparam("_now"),
-                        error=None,
-                        updated_at=sa.bindparam("_now"),
-                    )
-                )
-            else:
-                values = {c: sa.bindparam(c) for c in name if c != "_key"}
-                statement = jobs_table.update().where(where).values(values)
-            prepared = self._statements[name] = _Prepared(statement, self.engine.dialect)
-        return prepared
-
-    @property
-    def is_local(self) -> bool:
-        """True for a SQLite file: writes are quick enough to make on the event loop."""
-        return self.engine.dialect.name == "sqlite"
+    def _update(self, columns: tuple[str, ...]) -> str:
+        """An UPDATE by key (`_key`) setting `columns`, built once per set of columns."""
+        statement = self._statements.get(columns)
+        if statement is None:
+            unknown = set(columns) - {*_RECORD_FIELDS, "_key"}
+            if unknown:
+                raise ValueError(f"no such column: {', '.join(sorted(unknown))}")
+            assignments = ", ".join(f"{_quoted(c)} = :{c}" for c in columns if c != "_key")
+            statement = self._sql(f'UPDATE jobs SET {assignments} WHERE "key" = :_key')
+            self._statements[columns] = statement
+        return statement
 
     # locks ------------------------------------------------------------------
 
@@ -483,6 +348,7 @@ class Ledger:
             "heartbeat_at": now,
             "progress": "{}",
         }
+        insert = self._sql(self._db.insert_new("run_locks", _LOCK_COLUMNS, "scope"))
         for _ in range(3):
             holder = self.lock_holder(scope)
             if holder is not None:
@@ -491,18 +357,16 @@ class Ledger:
                         f"{scope} is already being run by process {holder.pid} on {holder.host} "
                         f"(started {_local_time(holder.started_at)})"
                     )
-                with self._begin() as conn:
-                    conn.execute(
-                        locks_table.delete().where(
-                            (locks_table.c.scope == scope) & (locks_table.c.run_id == holder.run_id)
-                        )
+                with self._write() as cursor:
+                    cursor.execute(
+                        self._sql("DELETE FROM run_locks WHERE scope = :scope AND run_id = :run"),
+                        {"scope": scope, "run": holder.run_id},
                     )
-            try:
-                with self._begin() as conn:
-                    conn.execute(locks_table.insert().values(**row))
-                return
-            except IntegrityError:
-                continue  # someone else got in between; look again
+            with self._write() as cursor:
+                cursor.execute(insert, row)
+                if cursor.rowcount == 1:
+                    return
+            # someone else got in between; look again
         raise SheetLockedError(f"{scope} is already being run by another process")
 
     @staticmethod
@@ -513,11 +377,13 @@ class Ledger:
 
     def lock_holder(self, scope: str) -> LockInfo | None:
         """The current holder of `scope`'s lock, live or not."""
-        with self._read() as conn:
-            row = conn.execute(sa.select(locks_table).where(locks_table.c.scope == scope)).first()
+        query = f"SELECT {', '.join(_LOCK_COLUMNS)} FROM run_locks WHERE scope = :scope"
+        with self._read() as cursor:
+            cursor.execute(self._sql(query), {"scope": scope})
+            row = cursor.fetchone()
         if row is None:
             return None
-        data = dict(row._mapping)
+        data = dict(zip(_LOCK_COLUMNS, row, strict=True))
         data["progress"] = json.loads(data["progress"] or "{}")
         return LockInfo(**data)
 
@@ -528,47 +394,64 @@ class Ledger:
 
     def heartbeat(self, scope: str, *, run_id: str, progress: dict[str, Any]) -> bool:
         """Record that the run holding `scope` is alive; False if it no longer holds it."""
-        with self._begin() as conn:
-            result = conn.execute(
-                locks_table.update()
-                .where((locks_table.c.scope == scope) & (locks_table.c.run_id == run_id))
-                .values(heartbeat_at=time.time(), progress=json.dumps(progress))
-            )
-        return result.rowcount == 1
+        update = (
+            "UPDATE run_locks SET heartbeat_at = :now, progress = :progress "
+            "WHERE scope = :scope AND run_id = :run"
+        )
+        values = {"now": time.time(), "progress": json.dumps(progress)}
+        with self._write() as cursor:
+            cursor.execute(self._sql(update), {**values, "scope": scope, "run": run_id})
+            return cursor.rowcount == 1
 
     def release_lock(self, scope: str, *, run_id: str) -> None:
         """Give up `scope`'s lock if this run still holds it."""
-        with self._begin() as conn:
-            conn.execute(
-                locks_table.delete().where(
-                    (locks_table.c.scope == scope) & (locks_table.c.run_id == run_id)
-                )
+        with self._write() as cursor:
+            cursor.execute(
+                self._sql("DELETE FROM run_locks WHERE scope = :scope AND run_id = :run"),
+                {"scope": scope, "run": run_id},
             )
 
     # plan marks ------------------------------------------------------------
 
     def plan_mark(self, scope: str) -> str | None:
         """The digest of `scope`'s jobs and rows as its last resume left them, if still valid."""
-        query = sa.select(marks_table.c.digest).where(marks_table.c.scope == scope)
-        with self._read() as conn:
-            return conn.execute(query).scalar()
+        with self._read() as cursor:
+            cursor.execute(
+                self._sql("SELECT digest FROM plan_marks WHERE scope = :scope"), {"scope": scope}
+            )
+            row = cursor.fetchone()
+        return row[0] if row is not None else None
 
     def set_plan_mark(self, scope: str, digest: str) -> None:
         """Record that every job of `scope`'s plan (`digest`) is in the ledger at its row."""
-        with self._begin() as conn:
-            conn.execute(marks_table.delete().where(marks_table.c.scope == scope))
-            conn.execute(marks_table.insert().values(scope=scope, digest=digest))
+        with self._write() as cursor:
+            cursor.execute(
+                self._sql("DELETE FROM plan_marks WHERE scope = :scope"), {"scope": scope}
+            )
+            cursor.execute(
+                self._sql("INSERT INTO plan_marks (scope, digest) VALUES (:scope, :digest)"),
+                {"scope": scope, "digest": digest},
+            )
 
     def clear_plan_marks(self) -> None:
         """Forget every sheet's mark: jobs are being added or rows moved, which may be another
         sheet's too (sheets sharing a ledger share identical jobs)."""
-        with self._begin() as conn:
-            conn.execute(marks_table.delete())
+        with self._write() as cursor:
+            cursor.execute("DELETE FROM plan_marks")
 
     def job_count(self) -> int:
         """How many jobs the ledger holds."""
-        with self._read() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(jobs_table)).scalar() or 0
+        with self._read() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM jobs")
+            return cursor.fetchone()[0] or 0
+
+
+def _key_in(keys: list[str]) -> str:
+    return '"key" IN (' + ", ".join(f":k{i}" for i in range(len(keys))) + ")"
+
+
+def _key_params(keys: list[str]) -> dict[str, str]:
+    return {f"k{i}": key for i, key in enumerate(keys)}
 
 
 def _local_time(epoch: float) -> str:

@@ -5,6 +5,7 @@ A new, empty database is created from them and stamped with the newest revision,
 recipe for a database built from scratch; a database at an older revision is upgraded by
 the migrations. Either way it ends at SCHEMA_REVISION, and tests hold the two paths equal.
 Alembic is imported only to upgrade: its import costs more than a short run's ledger work.
+A SQLite ledger is created from the same DDL as text (batchgen._ddl), without this module.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_REVISION = "0003"  # the newest migration's revision
+from batchgen._ddl import COMPLETED_INDEX_DDL, SCHEMA_REVISION, VERSION_TABLE
 
 metadata = sa.MetaData()
 jobs_table = sa.Table(
@@ -54,13 +55,7 @@ locks_table = sa.Table(
     sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Column("progress", sa.Text, nullable=False, server_default="{}"),
 )
-# 0002: the completed jobs' key, row and cost, so a rerun reads them without the table rows.
-# As DDL, not an sa.Index: its postgresql_where would import SQLAlchemy's PostgreSQL dialect
-# (60 ms) into every SQLite run. The same statement on both databases.
-COMPLETED_INDEX_DDL = (
-    'CREATE INDEX ix_jobs_completed ON jobs ("key", sheet_row, estimated_cost, state) '
-    "WHERE state = 'completed'"
-)
+# 0002: the completed jobs' index is COMPLETED_INDEX_DDL (batchgen._ddl)
 # 0003: a sheet's plan as its last resume left the ledger: a rerun with the same jobs at the
 # same rows skips matching every job against the ledger (see resume)
 marks_table = sa.Table(
@@ -71,7 +66,7 @@ marks_table = sa.Table(
 )
 # Alembic's own bookkeeping table, as Alembic creates it
 _version_table = sa.Table(
-    "alembic_version",
+    VERSION_TABLE,
     sa.MetaData(),
     sa.Column("version_num", sa.String(32), nullable=False),
     sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),

@@ -6,6 +6,8 @@ Run on SQLite and, where BATCHGEN_TEST_PG_URL names a server, on PostgreSQL.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,34 @@ def test_text_sqlite_cannot_encode_fails_the_write_without_holding_the_ledger(
         ledger.close()
     assert (jobs["a"].state, jobs["a"].request_id) == ("pending", None)
     assert (jobs["b"].state, jobs["b"].label) == ("failed", "x")
+
+
+def test_a_sqlite_ledger_runs_without_importing_sqlalchemy(tmp_path: Path) -> None:
+    # SQLAlchemy's import is a quarter of a short run: only migrations and servers need it
+    code = (
+        "import sys\n"
+        "from batchgen.ledger import Claim, JobRecord, Ledger\n"
+        "ledger, key = Ledger(sys.argv[1]), sys.argv[2]\n"
+        "ledger.add_jobs([JobRecord(key=key, model_id='m', payload={}, state='pending')])\n"
+        "assert ledger.write_jobs([], [Claim(key, 'pending')]) == [True]\n"
+        "ledger.acquire_lock('scope', run_id='r')\n"
+        "ledger.release_lock('scope', run_id='r')\n"
+        "assert ledger.get_jobs()[key].state == 'submitting'\n"
+        "ledger.close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic')))\n"
+    )
+    for attempt in ("new", "existing"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, f"sqlite:///{tmp_path / 'ledger.db'}", attempt],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (attempt, done.returncode, done.stdout.strip()) == (attempt, 0, "[]"), done.stderr
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_a_ledger_in_memory_is_refused_as_it_would_forget_what_was_paid(url: str) -> None:
+    with pytest.raises(LedgerError, match="a SQLite ledger is a file"):
+        Ledger(url)

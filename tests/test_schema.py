@@ -94,6 +94,18 @@ def test_a_new_ledger_has_exactly_the_schema_the_migrations_build(
         ]
 
 
+def test_the_sqlite_ddl_is_what_sqlalchemy_builds_from_the_tables(tmp_path: Path) -> None:
+    # a SQLite ledger is created from batchgen._ddl's text, without importing SQLAlchemy;
+    # the tables in batchgen.schema, built by SQLAlchemy, must give the same database
+    built, from_tables = f"sqlite:///{tmp_path / 'one.db'}", f"sqlite:///{tmp_path / 'two.db'}"
+    Ledger(built).close()
+    engine = sa.create_engine(from_tables)
+    with engine.begin() as conn:
+        schema.bring_to_head(conn)
+    engine.dispose()
+    assert describe(built) == describe(from_tables)
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_an_older_ledger_is_upgraded_in_place_with_its_jobs(kind: str, tmp_path: Path) -> None:
     with empty_databases(kind, tmp_path) as (older, _):
@@ -132,18 +144,30 @@ def test_an_older_ledger_is_upgraded_in_place_with_its_jobs(kind: str, tmp_path:
 
 
 # A process creating a new ledger that stops after its first table (a slow disk, a lock wait,
-# a kill -9) until told to go on: SQLAlchemy's after_create event, in that process only.
+# a kill -9) until told to go on: its SQLite connections trace their statements and pause
+# before the one after CREATE TABLE jobs, in that process only.
 PAUSED_CREATOR = r"""
+import sqlite3
 import sys
-import sqlalchemy as sa
 from batchgen.ledger import Ledger
 
-def pause(table, *args, **kwargs):
-    if table.name == "jobs":
+connect = sqlite3.connect
+done = []  # "jobs" once its CREATE TABLE ran, then "paused"
+
+def pause(statement):
+    if done == ["jobs"]:
+        done.append("paused")
         print("created jobs", flush=True)
         sys.stdin.readline()
+    elif not done and statement.startswith("CREATE TABLE jobs"):
+        done.append("jobs")
 
-sa.event.listen(sa.Table, "after_create", pause)
+def traced(*args, **kwargs):
+    connection = connect(*args, **kwargs)
+    connection.set_trace_callback(pause)
+    return connection
+
+sqlite3.connect = traced
 Ledger(sys.argv[1]).close()
 print("done", flush=True)
 """

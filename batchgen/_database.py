@@ -1,0 +1,242 @@
+"""The ledger's database at the driver level: a SQLite file through sqlite3, a server through
+SQLAlchemy's engine.
+
+Every ledger statement is plain SQL with `:name` parameters, run on a DBAPI cursor: for the
+small statements a run makes thousands of, SQLAlchemy's per-execution work costs several times
+the database's own, and a SQLite run then need not import SQLAlchemy at all (its import is a
+quarter of a 2,000-job run). A database server (PostgreSQL) goes through SQLAlchemy's engine,
+for its URL, its driver and its pre-pinged connection pool. The schema stays SQLAlchemy's and
+the migrations Alembic's (batchgen.schema), imported where a ledger is migrated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from batchgen._ddl import SCHEMA_REVISION, SQLITE_SCHEMA, VERSION_TABLE
+from batchgen.errors import LedgerError
+
+SQLITE_BUSY_TIMEOUT = 15.0  # seconds a statement waits for another connection's write lock
+IDLE_CONNECTIONS = 4  # SQLite connections kept open for the next transaction
+_NAMED_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
+_SQLITE_URL = re.compile(r"sqlite(\+pysqlite)?://")
+
+
+class SQLiteDatabase:
+    """A ledger in a SQLite file, in WAL mode, through the standard library's sqlite3."""
+
+    name = "sqlite"
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+    def __init__(self, url: str) -> None:
+        self.url = self.display_url = url
+        # sqlite:///relative.db, sqlite:////absolute.db (SQLAlchemy's form)
+        scheme = _SQLITE_URL.match(url)
+        self.path = url[scheme.end() if scheme else 0 :].partition("?")[0][1:]
+        if self.path in ("", ":memory:"):
+            raise LedgerError(
+                f"cannot open the ledger {url}: a SQLite ledger is a file (sqlite:///PATH), "
+                "so that a rerun finds what an earlier run paid for"
+            )
+        directory = Path(self.path).parent
+        if not directory.is_dir():
+            raise LedgerError(f"cannot open the ledger {url}: folder {directory} does not exist")
+        self._idle: list[sqlite3.Connection] = []
+        self._idle_lock = threading.Lock()
+
+    @staticmethod
+    def sql(statement: str) -> str:
+        """`statement` as the driver takes it (sqlite3 takes `:name` parameters as they are)."""
+        return statement
+
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread off: a connection moves between threads, one at a time (the pool)
+        connection = sqlite3.connect(
+            self.path, timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False
+        )
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash; only an OS crash can lose the
+            # last commits
+            connection.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor in a transaction: committed at the end; on any error rolled back, and its
+        connection closed, so no open transaction keeps the write lock from others."""
+        with self._idle_lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self._connect()
+        try:
+            cursor = connection.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+            connection.commit()
+        except BaseException:
+            connection.close()  # rolls back what was not committed
+            raise
+        with self._idle_lock:
+            if len(self._idle) < IDLE_CONNECTIONS:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def insert_new(self, table: str, columns: list[str], key: str) -> str:
+        """An INSERT of `columns` that skips a row whose `key` is already in `table`."""
+        return f"INSERT OR IGNORE INTO {table} {_values(columns)}"
+
+    def ensure_schema(self) -> None:
+        """Create a new ledger's tables, or migrate an older one, up to SCHEMA_REVISION."""
+        with self.transaction() as cursor:
+            if _sqlite_revision(cursor) == SCHEMA_REVISION:
+                return  # the common case: a read, no lock
+        with self.transaction() as cursor:
+            # SQLite runs DDL outside any transaction unless one is open: take the write lock
+            # first, so a second process opening the same new ledger waits and then finds it
+            # whole, and a crash halfway leaves nothing half-built
+            cursor.execute("BEGIN IMMEDIATE")
+            if _sqlite_revision(cursor) == SCHEMA_REVISION:
+                return
+            cursor.execute(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+            )
+            if cursor.fetchone()[0] == 0:
+                for statement in SQLITE_SCHEMA:
+                    cursor.execute(statement)
+                cursor.execute(
+                    f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (?)", (SCHEMA_REVISION,)
+                )
+                return
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """An older ledger: Alembic's migrations, through SQLAlchemy (imported only now)."""
+        import sqlalchemy as sa
+
+        from batchgen.schema import bring_to_head
+
+        engine = sa.create_engine(self.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                bring_to_head(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(
+                f"cannot migrate the ledger {self.url}: {getattr(exc, 'orig', None) or exc}"
+            ) from exc
+        finally:
+            engine.dispose()
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+
+class ServerDatabase:
+    """A ledger on a database server (PostgreSQL), through SQLAlchemy's engine and pool."""
+
+    def __init__(self, url: str) -> None:
+        import sqlalchemy as sa
+
+        self.url = url
+        try:
+            parsed = sa.engine.make_url(url)
+            self.display_url = parsed.render_as_string(hide_password=True)
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        except (sa.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+            raise LedgerError(f"cannot open the ledger {url}: {exc}") from exc
+        self.name = self.engine.dialect.name
+        if self.name != "postgresql":
+            raise LedgerError(
+                f"cannot open the ledger {self.display_url}: batchgen keeps its ledger in a "
+                "SQLite file or a PostgreSQL database"
+            )
+        self.errors = (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error)
+        self._converted: dict[str, str] = {}
+
+    def sql(self, statement: str) -> str:
+        """`statement` with `:name` parameters as the driver's `%(name)s`."""
+        converted = self._converted.get(statement)
+        if converted is None:
+            converted = _NAMED_PARAMETER.sub(r"%(\1)s", statement.replace("%", "%%"))
+            self._converted[statement] = converted
+        return converted
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor in a transaction on a pooled connection: committed at the end, rolled
+        back on any error (the pool resets a returned connection; pre-ping replaces one the
+        server dropped)."""
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+            connection.commit()
+        finally:
+            connection.close()
+
+    def insert_new(self, table: str, columns: list[str], key: str) -> str:
+        """An INSERT of `columns` that skips a row whose `key` is already in `table`."""
+        return f"INSERT INTO {table} {_values(columns)} ON CONFLICT ({key}) DO NOTHING"
+
+    def ensure_schema(self) -> None:
+        """Create a new ledger's tables, or migrate an older one, up to SCHEMA_REVISION."""
+        from batchgen.schema import bring_to_head, schema_revision
+
+        with self.engine.begin() as conn:
+            if schema_revision(conn) == SCHEMA_REVISION:
+                return  # the common case: a read, no lock
+        with self.engine.begin() as conn:
+            bring_to_head(conn)
+
+    def close(self) -> None:
+        """Close the pool's connections."""
+        self.engine.dispose()
+
+
+Database = SQLiteDatabase | ServerDatabase
+
+
+def open_database(url: str) -> Database:
+    """The database of a ledger URL (a SQLite file's, or a server's)."""
+    if _SQLITE_URL.match(url):
+        return SQLiteDatabase(url)
+    return ServerDatabase(url)
+
+
+def _values(columns: list[str]) -> str:
+    names = ", ".join(columns)
+    parameters = ", ".join(":" + column.strip('"') for column in columns)
+    return f"({names}) VALUES ({parameters})"
+
+
+def _sqlite_revision(cursor: Any) -> str | None:
+    """The revision Alembic recorded in this SQLite database, or None if it has none."""
+    cursor.execute(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)
+    )
+    if cursor.fetchone()[0] == 0:
+        return None
+    cursor.execute(f"SELECT version_num FROM {VERSION_TABLE}")
+    row = cursor.fetchone()
+    return row[0] if row is not None else None
