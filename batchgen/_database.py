@@ -12,12 +12,14 @@ the migrations Alembic's (batchgen.schema), imported where a ledger is migrated.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from batchgen._ddl import SCHEMA_REVISION, SQLITE_SCHEMA, VERSION_TABLE
 from batchgen.errors import LedgerError
@@ -26,6 +28,8 @@ SQLITE_BUSY_TIMEOUT = 15.0  # seconds a statement waits for another connection's
 IDLE_CONNECTIONS = 4  # SQLite connections kept open for the next transaction
 _NAMED_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
 _SQLITE_URL = re.compile(r"sqlite(\+pysqlite)?://")
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+SQLITE_FORMS = "sqlite:///relative/path or sqlite:////absolute/path"
 
 
 class SQLiteDatabase:
@@ -35,20 +39,20 @@ class SQLiteDatabase:
     errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
 
     def __init__(self, url: str) -> None:
-        self.url = self.display_url = url
-        # sqlite:///relative.db, sqlite:////absolute.db (SQLAlchemy's form)
-        scheme = _SQLITE_URL.match(url)
-        self.path = url[scheme.end() if scheme else 0 :].partition("?")[0][1:]
-        if self.path in ("", ":memory:"):
-            raise LedgerError(
-                f"cannot open the ledger {url}: a SQLite ledger is a file (sqlite:///PATH), "
-                "so that a rerun finds what an earlier run paid for"
-            )
+        self.url = url
+        self.path = _sqlite_path(url)
+        self.display_url = f"sqlite:///{self.path}"  # decoded, as a person wrote it
         directory = Path(self.path).parent
         if not directory.is_dir():
             raise LedgerError(f"cannot open the ledger {url}: folder {directory} does not exist")
+        if sqlite3.sqlite_version_info < (3, 24):
+            raise LedgerError(
+                f"cannot open the ledger {url}: SQLite {sqlite3.sqlite_version} is too old "
+                "(batchgen needs 3.24 or newer)"
+            )
         self._idle: list[sqlite3.Connection] = []
         self._idle_lock = threading.Lock()
+        self._closed = False
 
     @staticmethod
     def sql(statement: str) -> str:
@@ -89,14 +93,10 @@ class SQLiteDatabase:
             connection.close()  # rolls back what was not committed
             raise
         with self._idle_lock:
-            if len(self._idle) < IDLE_CONNECTIONS:
+            if not self._closed and len(self._idle) < IDLE_CONNECTIONS:
                 self._idle.append(connection)
                 return
         connection.close()
-
-    def insert_new(self, table: str, columns: list[str], key: str) -> str:
-        """An INSERT of `columns` that skips a row whose `key` is already in `table`."""
-        return f"INSERT OR IGNORE INTO {table} {_values(columns)}"
 
     def ensure_schema(self) -> None:
         """Create a new ledger's tables, or migrate an older one, up to SCHEMA_REVISION."""
@@ -135,15 +135,17 @@ class SQLiteDatabase:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 bring_to_head(conn)
         except sa.exc.SQLAlchemyError as exc:
-            raise LedgerError(
-                f"cannot migrate the ledger {self.url}: {getattr(exc, 'orig', None) or exc}"
-            ) from exc
+            cause = getattr(exc, "orig", None)
+            if isinstance(cause, sqlite3.Error):
+                raise cause from exc  # the opener's retries treat it as any SQLite error
+            raise LedgerError(f"cannot migrate the ledger {self.url}: {exc}") from exc
         finally:
             engine.dispose()
 
     def close(self) -> None:
-        """Close the idle connections."""
+        """Close the idle connections, and any returned later."""
         with self._idle_lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
@@ -156,18 +158,26 @@ class ServerDatabase:
         import sqlalchemy as sa
 
         self.url = url
+        self.display_url = _PASSWORD.sub(r"\1***@", url)
         try:
             parsed = sa.engine.make_url(url)
             self.display_url = parsed.render_as_string(hide_password=True)
+            if parsed.get_backend_name() != "postgresql":
+                raise LedgerError(
+                    f"cannot open the ledger {self.display_url}: batchgen keeps its ledger in "
+                    f"a SQLite file ({SQLITE_FORMS}) or a PostgreSQL database"
+                )
             self.engine = sa.create_engine(url, pool_pre_ping=True)
         except (sa.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-            raise LedgerError(f"cannot open the ledger {url}: {exc}") from exc
-        self.name = self.engine.dialect.name
-        if self.name != "postgresql":
+            raise LedgerError(f"cannot open the ledger {self.display_url}: {exc}") from exc
+        if self.engine.dialect.paramstyle != "pyformat":
+            # every statement is written with :name parameters, passed on as %(name)s
             raise LedgerError(
-                f"cannot open the ledger {self.display_url}: batchgen keeps its ledger in a "
-                "SQLite file or a PostgreSQL database"
+                f"cannot open the ledger {self.display_url}: the driver "
+                f"{self.engine.dialect.driver} is not supported; use psycopg "
+                "(postgresql+psycopg://) or psycopg2 (postgresql+psycopg2://)"
             )
+        self.name = "postgresql"
         self.errors = (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error)
         self._converted: dict[str, str] = {}
 
@@ -195,10 +205,6 @@ class ServerDatabase:
         finally:
             connection.close()
 
-    def insert_new(self, table: str, columns: list[str], key: str) -> str:
-        """An INSERT of `columns` that skips a row whose `key` is already in `table`."""
-        return f"INSERT INTO {table} {_values(columns)} ON CONFLICT ({key}) DO NOTHING"
-
     def ensure_schema(self) -> None:
         """Create a new ledger's tables, or migrate an older one, up to SCHEMA_REVISION."""
         from batchgen.schema import bring_to_head, schema_revision
@@ -224,10 +230,21 @@ def open_database(url: str) -> Database:
     return ServerDatabase(url)
 
 
-def _values(columns: list[str]) -> str:
-    names = ", ".join(columns)
-    parameters = ", ".join(":" + column.strip('"') for column in columns)
-    return f"({names}) VALUES ({parameters})"
+def _sqlite_path(url: str) -> str:
+    """The absolute path of a SQLite URL's file, decoded as SQLAlchemy decodes it."""
+    scheme = _SQLITE_URL.match(url)
+    rest = url[scheme.end() :] if scheme else ""
+    path, query = rest[1:].partition("?")[::2]
+    if rest in ("", "/", "/:memory:"):
+        raise LedgerError(
+            f"cannot open the ledger {url}: a SQLite ledger is a file ({SQLITE_FORMS}), "
+            "so that a rerun finds what an earlier run paid for"
+        )
+    if not rest.startswith("/"):
+        raise LedgerError(f"cannot open the ledger {url}: a SQLite URL is {SQLITE_FORMS}")
+    if query:
+        raise LedgerError(f"cannot open the ledger {url}: a SQLite URL takes no ?options")
+    return os.path.abspath(unquote(path))
 
 
 def _sqlite_revision(cursor: Any) -> str | None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from batchgen._database import open_database
 from batchgen.errors import LedgerError, SheetLockedError
@@ -91,7 +92,8 @@ def ledger_url(db: str | None, sheet: Path) -> str:
         value = str(sheet.with_name(sheet.name + ".batchgen.db"))
     if "://" in value:
         return value
-    return f"sqlite:///{Path(value).expanduser().resolve()}"
+    # quoted: a sheet named "What?.xlsx" or "100%.xlsx" is a file name, not URL syntax
+    return "sqlite:///" + quote(str(Path(value).expanduser().resolve()))
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -136,6 +138,13 @@ class Ledger:
         self.url = url
         self._db = open_database(url)
         self._statements: dict[tuple[str, ...], str] = {}
+        try:
+            self._ensure_schema()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _ensure_schema(self) -> None:
         for attempt in range(1, MIGRATE_ATTEMPTS + 1):
             try:
                 self._db.ensure_schema()
@@ -144,7 +153,6 @@ class Ledger:
                 # two runs opening a new shared ledger at once: one creates the tables, the
                 # other fails; after a pause it finds the schema at head and goes on
                 if attempt == MIGRATE_ATTEMPTS:
-                    self._db.close()
                     raise LedgerError(
                         f"cannot open the ledger {self.display_url}: {_cause(exc)}"
                     ) from exc
@@ -276,7 +284,7 @@ class Ledger:
         if not rows:
             return
         # another runner may have added some meanwhile: insert only the missing ones
-        insert = self._sql(self._db.insert_new("jobs", _COLUMNS, '"key"'))
+        insert = self._sql(_insert_new("jobs", _COLUMNS, '"key"'))
         with self._write() as cursor:
             cursor.executemany(insert, rows)
 
@@ -348,7 +356,7 @@ class Ledger:
             "heartbeat_at": now,
             "progress": "{}",
         }
-        insert = self._sql(self._db.insert_new("run_locks", _LOCK_COLUMNS, "scope"))
+        insert = self._sql(_insert_new("run_locks", _LOCK_COLUMNS, "scope"))
         for _ in range(3):
             holder = self.lock_holder(scope)
             if holder is not None:
@@ -444,6 +452,15 @@ class Ledger:
         with self._read() as cursor:
             cursor.execute("SELECT COUNT(*) FROM jobs")
             return cursor.fetchone()[0] or 0
+
+
+def _insert_new(table: str, columns: list[str], key: str) -> str:
+    """An INSERT of `columns` that skips a row whose `key` is already in `table`."""
+    parameters = ", ".join(":" + column.strip('"') for column in columns)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({parameters}) "
+        f"ON CONFLICT ({key}) DO NOTHING"
+    )
 
 
 def _key_in(keys: list[str]) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from batchgen import ledger as ledger_module
 from batchgen.errors import LedgerError
 from batchgen.ledger import Claim, JobRecord, Ledger
 
@@ -163,7 +164,32 @@ def test_a_sqlite_ledger_runs_without_importing_sqlalchemy(tmp_path: Path) -> No
         assert (attempt, done.returncode, done.stdout.strip()) == (attempt, 0, "[]"), done.stderr
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
-def test_a_ledger_in_memory_is_refused_as_it_would_forget_what_was_paid(url: str) -> None:
-    with pytest.raises(LedgerError, match="a SQLite ledger is a file"):
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://", "a SQLite ledger is a file"),
+        ("sqlite:///:memory:", "a SQLite ledger is a file"),
+        ("sqlite://ledger.db", "a SQLite URL is sqlite:///relative/path"),  # one slash short
+        ("sqlite:///ledger.db?mode=ro", r"a SQLite URL takes no \?options"),
+        ("mysql://me:s3cret@127.0.0.1/db", "a SQLite file .* or a PostgreSQL database"),
+        ("postgresql+pg8000://me:s3cret@127.0.0.1/db", "cannot open the ledger"),
+    ],
+)
+def test_a_ledger_url_batchgen_cannot_keep_is_refused_with_a_message(
+    url: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LedgerError, match=message) as refused:
         Ledger(url)
+    assert "s3cret" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []  # no file made under a wrong name
+
+
+def test_a_ledger_beside_a_sheet_with_url_characters_in_its_name(tmp_path: Path) -> None:
+    for name in ("What?.xlsx", "100% #1.csv", "a%20b.csv"):
+        ledger = Ledger(ledger_module.ledger_url(None, tmp_path / name))
+        ledger.close()
+        assert (tmp_path / f"{name}.batchgen.db").is_file()
+    # a URL's escapes are decoded, as SQLAlchemy decodes them (an existing ledger is found)
+    Ledger(f"sqlite:///{tmp_path}/my%20ledger.db").close()
+    assert (tmp_path / "my ledger.db").is_file()
