@@ -83,12 +83,8 @@ class SQLiteDatabase:
         if connection is None:
             connection = self._connect()
         try:
-            cursor = connection.cursor()
-            try:
+            with _committed(connection) as cursor:
                 yield cursor
-            finally:
-                cursor.close()
-            connection.commit()
         except BaseException:
             connection.close()  # rolls back what was not committed
             raise
@@ -196,12 +192,8 @@ class ServerDatabase:
         server dropped)."""
         connection = self.engine.raw_connection()
         try:
-            cursor = connection.cursor()
-            try:
+            with _committed(connection) as cursor:
                 yield cursor
-            finally:
-                cursor.close()
-            connection.commit()
         finally:
             connection.close()
 
@@ -228,6 +220,18 @@ def open_database(url: str) -> Database:
     if _SQLITE_URL.match(url):
         return SQLiteDatabase(url)
     return ServerDatabase(url)
+
+
+@contextlib.contextmanager
+def _committed(connection: Any) -> Iterator[Any]:
+    """A cursor on `connection`, closed at the end, and the transaction committed unless the
+    block failed (the caller then drops or resets the connection)."""
+    cursor = connection.cursor()
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+    connection.commit()
 
 
 def _sqlite_path(url: str) -> str:
