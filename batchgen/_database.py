@@ -27,7 +27,7 @@ from batchgen.errors import LedgerError
 SQLITE_BUSY_TIMEOUT = 15.0  # seconds a statement waits for another connection's write lock
 IDLE_CONNECTIONS = 4  # SQLite connections kept open for the next transaction
 _NAMED_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
-_SQLITE_URL = re.compile(r"sqlite(\+pysqlite)?://")
+_SQLITE_URL = re.compile(r"sqlite(\+pysqlite)?://", re.IGNORECASE)
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 SQLITE_FORMS = "sqlite:///relative/path or sqlite:////absolute/path"
 
@@ -41,7 +41,7 @@ class SQLiteDatabase:
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = _sqlite_path(url)
-        self.display_url = f"sqlite:///{self.path}"  # decoded, as a person wrote it
+        self.display_url = self.path  # as `--db` takes it back: a plain path is not decoded
         directory = Path(self.path).parent
         if not directory.is_dir():
             raise LedgerError(f"cannot open the ledger {url}: folder {directory} does not exist")
@@ -123,18 +123,18 @@ class SQLiteDatabase:
         """An older ledger: Alembic's migrations, through SQLAlchemy (imported only now)."""
         import sqlalchemy as sa
 
-        from batchgen.schema import bring_to_head
-
-        engine = sa.create_engine(self.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+        # the path, not the URL: SQLAlchemy 2.0 does not decode a URL's %-escapes, 2.1 does
+        url = sa.engine.URL.create("sqlite", database=self.path)
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
         try:
             with engine.begin() as conn:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-                bring_to_head(conn)
+                _bring_to_head(conn, self.display_url)
         except sa.exc.SQLAlchemyError as exc:
             cause = getattr(exc, "orig", None)
             if isinstance(cause, sqlite3.Error):
                 raise cause from exc  # the opener's retries treat it as any SQLite error
-            raise LedgerError(f"cannot migrate the ledger {self.url}: {exc}") from exc
+            raise LedgerError(f"cannot migrate the ledger {self.display_url}: {exc}") from exc
         finally:
             engine.dispose()
 
@@ -199,13 +199,13 @@ class ServerDatabase:
 
     def ensure_schema(self) -> None:
         """Create a new ledger's tables, or migrate an older one, up to SCHEMA_REVISION."""
-        from batchgen.schema import bring_to_head, schema_revision
+        from batchgen.schema import schema_revision
 
         with self.engine.begin() as conn:
             if schema_revision(conn) == SCHEMA_REVISION:
                 return  # the common case: a read, no lock
         with self.engine.begin() as conn:
-            bring_to_head(conn)
+            _bring_to_head(conn, self.display_url)
 
     def close(self) -> None:
         """Close the pool's connections."""
@@ -220,6 +220,21 @@ def open_database(url: str) -> Database:
     if _SQLITE_URL.match(url):
         return SQLiteDatabase(url)
     return ServerDatabase(url)
+
+
+def _bring_to_head(conn: Any, display_url: str) -> None:
+    """schema.bring_to_head, with Alembic's own failures (a revision it does not know: a
+    ledger a newer batchgen made) as LedgerError."""
+    from alembic.util import CommandError
+
+    from batchgen.schema import bring_to_head
+
+    try:
+        bring_to_head(conn)
+    except CommandError as exc:
+        raise LedgerError(
+            f"cannot migrate the ledger {display_url}: {exc} (was it made by a newer batchgen?)"
+        ) from exc
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -15,11 +16,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from batchgen._database import open_database
 from batchgen.errors import LedgerError, SheetLockedError
 
+log = logging.getLogger("batchgen")
 HOST = socket.gethostname()
 # A lock whose holder on another host has not beaten for this long is taken over.
 STALE_LOCK_SECONDS = 120.0
@@ -92,8 +94,39 @@ def ledger_url(db: str | None, sheet: Path) -> str:
         value = str(sheet.with_name(sheet.name + ".batchgen.db"))
     if "://" in value:
         return value
+    path = str(Path(value).expanduser().resolve())
+    if not os.path.exists(path):
+        path = _earlier_location(path) or path
     # quoted: a sheet named "What?.xlsx" or "100%.xlsx" is a file name, not URL syntax
-    return "sqlite:///" + quote(str(Path(value).expanduser().resolve()))
+    return "sqlite:///" + quote(path)
+
+
+def _earlier_location(path: str) -> str | None:
+    """An existing ledger that batchgen before 2026-11-26 made for `path`, if elsewhere.
+
+    It passed the path to SQLAlchemy unquoted, which read "?" as the start of URL options
+    (a sheet "What?.csv" had the ledger "What") and, from SQLAlchemy 2.1, decoded
+    %-escapes; a rerun must find the ledger that records what was paid for.
+    """
+    before_options = path.partition("?")[0]
+    for candidate in (before_options, unquote(before_options)):
+        if candidate != path and _is_sqlite_file(candidate):
+            log.warning(
+                "using the ledger %s, where an earlier batchgen kept this sheet's jobs "
+                "(move it to %s to keep it under the sheet's own name)",
+                candidate,
+                path,
+            )
+            return candidate
+    return None
+
+
+def _is_sqlite_file(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -149,6 +182,8 @@ class Ledger:
             try:
                 self._db.ensure_schema()
                 return
+            except ValueError as exc:  # a path the system cannot take (a NUL in it)
+                raise LedgerError(f"cannot open the ledger {self.display_url}: {exc}") from exc
             except self._db.errors as exc:
                 # two runs opening a new shared ledger at once: one creates the tables, the
                 # other fails; after a pause it finds the schema at head and goes on

@@ -193,3 +193,27 @@ def test_a_ledger_beside_a_sheet_with_url_characters_in_its_name(tmp_path: Path)
     # a URL's escapes are decoded, as SQLAlchemy decodes them (an existing ledger is found)
     Ledger(f"sqlite:///{tmp_path}/my%20ledger.db").close()
     assert (tmp_path / "my ledger.db").is_file()
+
+
+def test_a_ledger_an_earlier_batchgen_kept_under_a_cut_name_is_still_found(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # before 2026-11-26 the path went to SQLAlchemy unquoted: "What?.csv" had the ledger
+    # "What" (the rest read as URL options), and %-escapes were decoded
+    for sheet, earlier in (("What?.csv", "What"), ("a%20b.csv", "a b.csv.batchgen.db")):
+        ledger = Ledger(f"sqlite:///{tmp_path / 'made.db'}")
+        ledger.add_jobs([JobRecord(key=sheet, model_id="m", payload={}, state="completed")])
+        ledger.close()
+        (tmp_path / "made.db").rename(tmp_path / earlier)
+        with caplog.at_level("WARNING", logger="batchgen"):
+            found = Ledger(ledger_module.ledger_url(None, tmp_path / sheet))
+        try:
+            assert list(found.get_jobs()) == [sheet]
+        finally:
+            found.close()
+        assert f"using the ledger {tmp_path / earlier}" in caplog.text
+        assert not (tmp_path / f"{sheet}.batchgen.db").exists()
+    # a file of that name that is no ledger is left alone
+    (tmp_path / "Who").write_text("notes")
+    url = ledger_module.ledger_url(None, tmp_path / "Who?.csv")
+    assert url.endswith("/Who%3F.csv.batchgen.db")

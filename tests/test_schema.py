@@ -19,7 +19,8 @@ from alembic.script import ScriptDirectory
 from conftest import fresh_pg_database
 
 from batchgen import schema
-from batchgen.ledger import Ledger
+from batchgen.errors import LedgerError
+from batchgen.ledger import Ledger, ledger_url
 
 
 @contextlib.contextmanager
@@ -143,6 +144,29 @@ def test_an_older_ledger_is_upgraded_in_place_with_its_jobs(kind: str, tmp_path:
         engine.dispose()
 
 
+def test_an_older_sqlite_ledger_with_url_characters_in_its_path_is_upgraded_in_place(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "ads ?%41 #1"
+    folder.mkdir()
+    db = folder / "What?%20.csv.batchgen.db"
+    engine = sa.create_engine(sa.engine.URL.create("sqlite", database=str(db)))
+    with engine.begin() as conn:
+        schema.upgrade(conn, "0002")
+    engine.dispose()
+
+    ledger = Ledger(ledger_url(None, folder / "What?%20.csv"))
+    try:
+        ledger.set_plan_mark("scope", "digest")  # a table of revision 0003
+    finally:
+        ledger.close()
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".db")] == [db.name]
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (schema.SCHEMA_REVISION,)
+        ]
+
+
 # A process creating a new ledger that stops after its first table (a slow disk, a lock wait,
 # a kill -9) until told to go on: its SQLite connections trace their statements and pause
 # before the one after CREATE TABLE jobs, in that process only.
@@ -215,3 +239,12 @@ def test_a_new_sqlite_ledger_is_created_whole_or_not_at_all(ending: str, tmp_pat
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
             (schema.SCHEMA_REVISION,)
         ]
+
+
+def test_a_ledger_a_newer_batchgen_made_is_refused_with_a_message(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    Ledger(f"sqlite:///{db}").close()
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0999'")
+    with pytest.raises(LedgerError, match=r"'0999' .*made by a newer batchgen"):
+        Ledger(f"sqlite:///{db}")
