@@ -13,6 +13,7 @@ migrated.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sqlite3
@@ -20,11 +21,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from batchgen._ddl import SCHEMA_REVISION, SQLITE_SCHEMA, VERSION_TABLE
 from batchgen.errors import LedgerError
 
+log = logging.getLogger("batchgen")
 SQLITE_BUSY_TIMEOUT = 15.0  # seconds a statement waits for another connection's write lock
 IDLE_CONNECTIONS = 4  # SQLite connections kept open for the next transaction
 _NAMED_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
@@ -250,8 +252,44 @@ def _committed(connection: Any) -> Iterator[Any]:
     connection.commit()
 
 
+def sqlite_url(path: str) -> str:
+    """The URL of the SQLite ledger at the absolute `path`, or of the one an earlier batchgen
+    made for it; quoted: a sheet named "What?.xlsx" or "100%.xlsx" is a file name."""
+    if not os.path.exists(path):
+        path = _earlier_location(path) or path
+    return "sqlite:///" + quote(path)
+
+
+def _earlier_location(path: str) -> str | None:
+    """An existing ledger that batchgen before 2026-11-26 made for `path`, if elsewhere.
+
+    It passed the path to SQLAlchemy unquoted, which read "?" as the start of URL options
+    (a sheet "What?.csv" had the ledger "What") and, from SQLAlchemy 2.1, decoded
+    %-escapes; a rerun must find the ledger that records what was paid for.
+    """
+    before_options = path.partition("?")[0]
+    for candidate in (before_options, unquote(before_options)):
+        if candidate != path and _is_sqlite_file(candidate):
+            log.warning(
+                "using the ledger %s, where an earlier batchgen kept this sheet's jobs "
+                "(move it to %s to keep it under the sheet's own name)",
+                candidate,
+                path,
+            )
+            return candidate
+    return None
+
+
+def _is_sqlite_file(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
 def _sqlite_path(url: str) -> str:
-    """The absolute path of a SQLite URL's file, decoded as SQLAlchemy decodes it."""
+    """The absolute path of a SQLite URL's file, its %-escapes decoded (as SQLAlchemy 2.1 does)."""
     scheme = _SQLITE_URL.match(url)
     rest = url[scheme.end() :] if scheme else ""
     path, query = rest[1:].partition("?")[::2]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import socket
 import time
@@ -16,12 +15,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
 
-from batchgen._database import open_database
+from batchgen._database import open_database, sqlite_url
 from batchgen.errors import LedgerError, SheetLockedError
 
-log = logging.getLogger("batchgen")
 HOST = socket.gethostname()
 # A lock whose holder on another host has not beaten for this long is taken over.
 STALE_LOCK_SECONDS = 120.0
@@ -94,39 +91,7 @@ def ledger_url(db: str | None, sheet: Path) -> str:
         value = str(sheet.with_name(sheet.name + ".batchgen.db"))
     if "://" in value:
         return value
-    path = str(Path(value).expanduser().resolve())
-    if not os.path.exists(path):
-        path = _earlier_location(path) or path
-    # quoted: a sheet named "What?.xlsx" or "100%.xlsx" is a file name, not URL syntax
-    return "sqlite:///" + quote(path)
-
-
-def _earlier_location(path: str) -> str | None:
-    """An existing ledger that batchgen before 2026-11-26 made for `path`, if elsewhere.
-
-    It passed the path to SQLAlchemy unquoted, which read "?" as the start of URL options
-    (a sheet "What?.csv" had the ledger "What") and, from SQLAlchemy 2.1, decoded
-    %-escapes; a rerun must find the ledger that records what was paid for.
-    """
-    before_options = path.partition("?")[0]
-    for candidate in (before_options, unquote(before_options)):
-        if candidate != path and _is_sqlite_file(candidate):
-            log.warning(
-                "using the ledger %s, where an earlier batchgen kept this sheet's jobs "
-                "(move it to %s to keep it under the sheet's own name)",
-                candidate,
-                path,
-            )
-            return candidate
-    return None
-
-
-def _is_sqlite_file(path: str) -> bool:
-    try:
-        with open(path, "rb") as file:
-            return file.read(16) == b"SQLite format 3\x00"
-    except OSError:
-        return False
+    return sqlite_url(str(Path(value).expanduser().resolve()))
 
 
 def _cause(exc: BaseException) -> BaseException:
