@@ -41,10 +41,15 @@ class CsvDoc:
         """Encode file text the way the file was encoded (BOM included)."""
         return self.bom + text.encode(self.encoding, self.errors)
 
+    @property
+    def encodes_any_text(self) -> bool:
+        """True for UTF-8/16, which encode any text that survived strip_illegal."""
+        return self.encoding != "cp1252"
+
     def fit(self, value: str) -> str:
         """Make a new value encodable: characters the encoding lacks become '?'."""
-        if self.encoding != "cp1252":
-            return value  # UTF-8/16 encode any text that survived strip_illegal
+        if self.encodes_any_text:
+            return value
         return value.encode(self.encoding, "replace").decode(self.encoding)
 
 
@@ -250,12 +255,12 @@ def patch(doc: CsvDoc, writes: dict[int, dict[int, str]]) -> str:
 def dump_rows(doc: CsvDoc, rows: list[list[object]]) -> str:
     """Serialise whole rows (a results table) in the file's dialect, each line terminated."""
     quote_one = quoter(doc)  # a results table has tens of thousands of fields
-    fit = doc.fit if doc.encoding == "cp1252" else None
+    fit = None if doc.encodes_any_text else doc.fit
     lines = []
     for row in rows:
         cells = []
         for value in row:
             text = "" if value is None else value if type(value) is str else str(value)
             cells.append(quote_one(fit(text) if fit is not None else text))
-        lines.append(doc.delimiter.join(cells))
-    return "".join(line + doc.newline for line in lines)
+        lines.append(doc.delimiter.join(cells) + doc.newline)
+    return "".join(lines)
