@@ -42,7 +42,6 @@ class SQLiteDatabase:
     errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
 
     def __init__(self, url: str) -> None:
-        self.url = url
         self.path = _sqlite_path(url)
         self.display_url = self.path  # as `--db` takes it back: a plain path is not decoded
         directory = Path(self.path).parent
@@ -156,7 +155,6 @@ class ServerDatabase:
     def __init__(self, url: str) -> None:
         import sqlalchemy as sa
 
-        self.url = url
         self.display_url = _PASSWORD.sub(r"\1***@", url)
         try:
             parsed = sa.engine.make_url(url)

@@ -111,8 +111,13 @@ def _pid_alive(pid: int) -> bool:
 
 def _to_row(record: JobRecord) -> dict[str, Any]:
     row = {name: getattr(record, name) for name in _RECORD_FIELDS}
-    row["payload"] = json.dumps(record.payload, ensure_ascii=False, sort_keys=True)
+    row["payload"] = _payload_text(record.payload)
     return row
+
+
+def _payload_text(payload: dict[str, Any]) -> str:
+    """A job's input as the ledger stores it."""
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True)
 
 
 def _quoted(column: str) -> str:
@@ -224,9 +229,9 @@ class Ledger:
             if wanted is not None and len(wanted) <= 2000:
                 batches = []
                 for part in _chunks(list(wanted), 500):
-                    query = " AND ".join([*conditions, _key_in(part)])
-                    query_params = {**params, **_key_params(part)}
-                    cursor.execute(self._sql(f"{selected} WHERE {query}"), query_params)
+                    key_in, key_params = _key_in(part)
+                    query = " AND ".join([*conditions, key_in])
+                    cursor.execute(self._sql(f"{selected} WHERE {query}"), params | key_params)
                     batches.append(cursor.fetchall())
             else:
                 # one scan beats thousands of IN lookups
@@ -264,8 +269,9 @@ class Ledger:
                 return cursor.fetchone()[0] or 0.0
             total = 0.0
             for part in _chunks(list(keys), 500):
-                query = f"{self._completed('SUM(estimated_cost)')} AND {_key_in(part)}"
-                cursor.execute(self._sql(query), _key_params(part))
+                key_in, key_params = _key_in(part)
+                query = f"{self._completed('SUM(estimated_cost)')} AND {key_in}"
+                cursor.execute(self._sql(query), key_params)
                 total += cursor.fetchone()[0] or 0.0
             return total
 
@@ -315,7 +321,7 @@ class Ledger:
         for key, values in merged.items():
             row = dict(values)
             if "payload" in row:
-                row["payload"] = json.dumps(row["payload"], ensure_ascii=False, sort_keys=True)
+                row["payload"] = _payload_text(row["payload"])
             row.setdefault("updated_at", now)
             row["_key"] = key
             groups.setdefault(tuple(sorted(row)), []).append(row)
@@ -463,12 +469,10 @@ def _insert_new(table: str, columns: list[str], key: str) -> str:
     )
 
 
-def _key_in(keys: list[str]) -> str:
-    return '"key" IN (' + ", ".join(f":k{i}" for i in range(len(keys))) + ")"
-
-
-def _key_params(keys: list[str]) -> dict[str, str]:
-    return {f"k{i}": key for i, key in enumerate(keys)}
+def _key_in(keys: list[str]) -> tuple[str, dict[str, str]]:
+    """A condition that the key is one of `keys`, and its parameters."""
+    params = {f"k{i}": key for i, key in enumerate(keys)}
+    return '"key" IN (' + ", ".join(f":{name}" for name in params) + ")", params
 
 
 def _local_time(epoch: float) -> str:
