@@ -3,11 +3,10 @@ SQLAlchemy's engine.
 
 Every ledger statement is plain SQL with `:name` parameters, run on a DBAPI cursor: for the
 small statements a run makes thousands of, SQLAlchemy's per-execution work costs several times
-the database's own, and a SQLite run then need not import SQLAlchemy at all (its import took
-0.2–0.3 s of a 2-second, 2,000-job run). A database server (PostgreSQL) goes through
-SQLAlchemy's engine, for its URL, its driver and its pre-pinged connection pool. The schema
-stays SQLAlchemy's and the migrations Alembic's (batchgen.schema), imported where a ledger is
-migrated.
+the database's own, and a SQLite run on an existing ledger then need not import SQLAlchemy at
+all (whose import is a noticeable part of a short run). A database server (PostgreSQL) goes
+through SQLAlchemy's engine, for its URL, its driver and its pre-pinged connection pool. The
+schema is Alembic's migrations (batchgen.schema), run where a ledger is created or upgraded.
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from batchgen._ddl import SCHEMA_REVISION, SQLITE_SCHEMA, VERSION_TABLE
 from batchgen.errors import LedgerError
+from batchgen.schema import SCHEMA_REVISION, VERSION_TABLE
 
 log = logging.getLogger("batchgen")
 SQLITE_BUSY_TIMEOUT = 15.0  # seconds a statement waits for another connection's write lock
@@ -97,32 +96,19 @@ class SQLiteDatabase:
         connection.close()
 
     def ensure_schema(self) -> None:
-        """Create a new ledger's tables, or migrate an older one, up to SCHEMA_REVISION."""
+        """Build a new ledger, or migrate an older one, up to SCHEMA_REVISION."""
         with self.transaction() as cursor:
             if _sqlite_revision(cursor) == SCHEMA_REVISION:
-                return  # the common case: a read, no lock
-        with self.transaction() as cursor:
-            # SQLite runs DDL outside any transaction unless one is open: take the write lock
-            # first, so a second process opening the same new ledger waits and then finds it
-            # whole, and a crash halfway leaves nothing half-built
-            cursor.execute("BEGIN IMMEDIATE")
-            if _sqlite_revision(cursor) == SCHEMA_REVISION:
-                return
-            cursor.execute(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
-                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-            )
-            if cursor.fetchone()[0] == 0:
-                for statement in SQLITE_SCHEMA:
-                    cursor.execute(statement)
-                cursor.execute(
-                    f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (?)", (SCHEMA_REVISION,)
-                )
-                return
+                return  # the common case: a read, no lock, no SQLAlchemy
         self._migrate()
 
     def _migrate(self) -> None:
-        """An older ledger: Alembic's migrations, through SQLAlchemy (imported only now)."""
+        """Alembic's migrations, through SQLAlchemy (imported only now), under the write lock.
+
+        SQLite runs DDL outside any transaction unless one is open: BEGIN IMMEDIATE first, so
+        a second process opening the same new ledger waits and then finds it whole, and a
+        crash halfway leaves nothing half-built.
+        """
         import sqlalchemy as sa
 
         # the path, not the URL: SQLAlchemy 2.0 does not decode a URL's %-escapes, 2.1 does
@@ -199,7 +185,7 @@ class ServerDatabase:
             connection.close()
 
     def ensure_schema(self) -> None:
-        """Create a new ledger's tables, or migrate an older one, up to SCHEMA_REVISION."""
+        """Build a new ledger, or migrate an older one, up to SCHEMA_REVISION."""
         from batchgen.schema import schema_revision
 
         with self.engine.begin() as conn:

@@ -1,6 +1,6 @@
-"""The ledger's schema: a new ledger built from batchgen.schema equals one the migrations built,
-and an older ledger is upgraded in place. On SQLite and, where BATCHGEN_TEST_PG_URL names a
-server, on PostgreSQL.
+"""The ledger's schema, whose one source is the migrations: a new ledger equals one upgraded
+in place from each older revision. On SQLite and, where BATCHGEN_TEST_PG_URL names a server,
+on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -69,66 +69,41 @@ def describe(url: str) -> dict[str, Any]:
         engine.dispose()
 
 
+def _revisions() -> list[str]:
+    """Every migration's revision, oldest first."""
+    script = ScriptDirectory.from_config(schema.alembic_config())
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
 def test_the_schema_revision_is_the_newest_migration() -> None:
     head = ScriptDirectory.from_config(schema.alembic_config()).get_current_head()
-    assert head == schema.SCHEMA_REVISION
+    assert head == schema.SCHEMA_REVISION == _revisions()[-1]
+
+
+def _insert_job(conn: sa.Connection, key: str) -> None:
+    """A job as every revision's jobs table takes it (the columns of 0001)."""
+    conn.exec_driver_sql(
+        'INSERT INTO jobs ("key", model_id, payload, state, created_at, updated_at) '
+        f"VALUES ('{key}', 'm', '{{}}', 'completed', 1.0, 1.0)"
+    )
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_a_new_ledger_has_exactly_the_schema_the_migrations_build(
-    kind: str, tmp_path: Path
+@pytest.mark.parametrize("older", _revisions()[:-1])
+def test_a_new_ledger_and_one_upgraded_from_an_older_revision_come_out_identical(
+    kind: str, older: str, tmp_path: Path
 ) -> None:
-    with empty_databases(kind, tmp_path) as (built, migrated):
+    with empty_databases(kind, tmp_path) as (built, upgraded):
         Ledger(built).close()
-        engine = sa.create_engine(migrated)
+        engine = sa.create_engine(upgraded)
         with engine.begin() as conn:
-            schema.upgrade(conn)
-        engine.dispose()
-
-        new, old = describe(built), describe(migrated)
-        assert new == old
-        assert {"jobs", "run_locks", "plan_marks", "alembic_version"} <= set(new)
-        assert [i[0] for i in new["jobs"]["indexes"]] == [
-            "ix_jobs_completed",
-            "ix_jobs_request_id",
-            "ix_jobs_state",
-        ]
-
-
-def test_the_sqlite_ddl_is_what_sqlalchemy_builds_from_the_tables(tmp_path: Path) -> None:
-    # a SQLite ledger is created from batchgen._ddl's text, without importing SQLAlchemy;
-    # the tables in batchgen.schema, built by SQLAlchemy, must give the same database
-    built, from_tables = f"sqlite:///{tmp_path / 'one.db'}", f"sqlite:///{tmp_path / 'two.db'}"
-    Ledger(built).close()
-    engine = sa.create_engine(from_tables)
-    with engine.begin() as conn:
-        schema.bring_to_head(conn)
-    engine.dispose()
-    assert describe(built) == describe(from_tables)
-
-
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_an_older_ledger_is_upgraded_in_place_with_its_jobs(kind: str, tmp_path: Path) -> None:
-    with empty_databases(kind, tmp_path) as (older, _):
-        engine = sa.create_engine(older)
-        with engine.begin() as conn:
-            schema.upgrade(conn, "0002")  # before plan marks
-            conn.execute(
-                schema.jobs_table.insert().values(
-                    key="k1",
-                    model_id="m",
-                    payload="{}",
-                    state="completed",
-                    created_at=1.0,
-                    updated_at=1.0,
-                )
-            )
+            schema.upgrade(conn, older)
+            _insert_job(conn, "k1")
         with engine.connect() as conn:
-            assert schema.schema_revision(conn) == "0002"
-            assert "plan_marks" not in sa.inspect(conn).get_table_names()
+            assert schema.schema_revision(conn) == older
         engine.dispose()
 
-        ledger = Ledger(older)
+        ledger = Ledger(upgraded)  # upgraded in place, on open
         try:
             jobs = ledger.get_jobs()
             ledger.set_plan_mark("scope", "digest")
@@ -138,7 +113,16 @@ def test_an_older_ledger_is_upgraded_in_place_with_its_jobs(kind: str, tmp_path:
         assert list(jobs) == ["k1"] and jobs["k1"].state == "completed"
         assert jobs["k1"].take == 1 and jobs["k1"].submit_attempts == 0  # server defaults
         assert mark == "digest"
-        engine = sa.create_engine(older)
+
+        new, old = describe(built), describe(upgraded)
+        assert new == old  # on SQLite, the DDL in sqlite_master word for word too
+        assert {"jobs", "run_locks", "plan_marks", "alembic_version"} <= set(new)
+        assert [i[0] for i in new["jobs"]["indexes"]] == [
+            "ix_jobs_completed",
+            "ix_jobs_request_id",
+            "ix_jobs_state",
+        ]
+        engine = sa.create_engine(built)
         with engine.connect() as conn:
             assert schema.schema_revision(conn) == schema.SCHEMA_REVISION
         engine.dispose()
@@ -172,6 +156,7 @@ def test_an_older_sqlite_ledger_with_url_characters_in_its_path_is_upgraded_in_p
 # before the one after CREATE TABLE jobs, in that process only.
 PAUSED_CREATOR = r"""
 import sqlite3
+import sqlite3.dbapi2
 import sys
 from batchgen.ledger import Ledger
 
@@ -183,7 +168,7 @@ def pause(statement):
         done.append("paused")
         print("created jobs", flush=True)
         sys.stdin.readline()
-    elif not done and statement.startswith("CREATE TABLE jobs"):
+    elif not done and statement.strip().startswith("CREATE TABLE jobs"):
         done.append("jobs")
 
 def traced(*args, **kwargs):
@@ -191,7 +176,7 @@ def traced(*args, **kwargs):
     connection.set_trace_callback(pause)
     return connection
 
-sqlite3.connect = traced
+sqlite3.connect = sqlite3.dbapi2.connect = traced  # SQLAlchemy's driver is sqlite3.dbapi2
 Ledger(sys.argv[1]).close()
 print("done", flush=True)
 """
