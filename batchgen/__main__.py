@@ -5,8 +5,8 @@ import gc
 
 def main() -> None:
     """Import the CLI with the collector paused, then run it."""
-    # the imports make ~70,000 objects that live as long as the process: a collection during
-    # them, or any after, would only rescan those (30-90 ms a pass); frozen, none does
+    # the imports make tens of thousands of objects that live as long as the process: a
+    # collection during them, or any after, would only rescan those; frozen, none does
     gc.disable()
     try:
         from batchgen.cli import main as cli_main
@@ -17,7 +17,7 @@ def main() -> None:
         cli_main()
     finally:
         # the process is about to exit: the interpreter's last collection would only scan
-        # objects that die with it (0.2-0.3 s after a 2,000-job run)
+        # objects that die with it, the more of them the bigger the run
         gc.freeze()
 
 

@@ -1,25 +1,31 @@
-"""The `batchgen` command: parsing and printing only; the work is in runner."""
+"""The `batchgen` command: parsing and printing only; the work is in runner and batch.
+
+The user's commands are here; `simulate`, `demo` and `bench` are in `cli_tools`. `runner`
+(and with it the worker pool and the HTTP client) is imported only by the commands that
+call the API, so `--help`, `status`, `check` and `report` start without them.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from batchgen import console, runner
+from batchgen import batch, cli_tools, console
 from batchgen.config import RunConfig, build_config
-from batchgen.errors import EXIT_CANNOT_START, EXIT_SIGINT, EXIT_SIGTERM, BatchgenError, ConfigError
+from batchgen.errors import EXIT_CANNOT_START, EXIT_SIGINT, EXIT_SIGTERM, BatchgenError
 from batchgen.models import DEFAULT_MODEL_ID
 
+if TYPE_CHECKING:
+    from batchgen.runner import RunResult
+
 _VERBOSE = {"on": False}
-SAMPLE_SHEETS = Path(__file__).resolve().parent.parent / "sample_sheets"
 
 DB_HELP = (
     "Ledger: a file path or an SQLAlchemy URL. Default: $BATCHGEN_DB, else a SQLite file "
@@ -60,7 +66,8 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _setup(verbose: bool, quiet: bool, log_file: str | None) -> None:
+def setup_output(verbose: bool, quiet: bool, log_file: str | None) -> None:
+    """Logging to stderr (and --log-file) at the level the flags ask for."""
     _VERBOSE["on"] = verbose
     console.setup_logging(verbose=verbose, quiet=quiet, log_file=log_file, stream=sys.stderr)
 
@@ -139,14 +146,17 @@ def run(
     invalid, cancelled or unknown, 2 nothing could start, 75 the sheet is already being
     run, 130/143 interrupted.
     """
-    _setup(verbose, quiet, log_file)
+    setup_output(verbose, quiet, log_file)
     config = _config(target, **flags)
-    sys.exit(_run_and_report(config, quiet=quiet, as_json=as_json).exit_code)
+    sys.exit(run_and_report(config, quiet=quiet, as_json=as_json).exit_code)
 
 
-def _run_and_report(
+def run_and_report(
     config: RunConfig, *, quiet: bool, as_json: bool, token: str | None = None
-) -> runner.RunResult:
+) -> RunResult:
+    """Run a batch with progress on the terminal (or log lines), then print its summary."""
+    from batchgen import runner
+
     reporter = console.RunReporter(live=console.is_terminal(), quiet=quiet)
     try:
         result = runner.run_batch(config, events=reporter, observer=reporter, token=token)
@@ -187,9 +197,9 @@ def check(
     **flags: Any,
 ) -> None:
     """Validate SHEET_OR_JOBFILE and estimate its cost; submits nothing. Exit 0 if all valid."""
-    _setup(verbose, quiet, log_file)
+    setup_output(verbose, quiet, log_file)
     config = _config(target, **flags)
-    checked = runner.check_batch(config, images=images)
+    checked = batch.check_batch(config, images=images)
     plan = checked.batch.plan
     problems = [
         p for row in sorted(plan.invalid) for p in plan.invalid[row]
@@ -232,9 +242,9 @@ def status(
     target: str, verbose: bool, quiet: bool, as_json: bool, log_file: str | None, **flags: Any
 ) -> None:
     """Jobs by state, spend so far, and the run holding the sheet (if any)."""
-    _setup(verbose, quiet, log_file)
+    setup_output(verbose, quiet, log_file)
     config = _config(target, **flags)
-    info = runner.batch_status(config)
+    info = batch.batch_status(config)
     outcome = info.outcome
     holder = info.holder
     if as_json:
@@ -257,7 +267,7 @@ def status(
         import time as _time
 
         started = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(holder.started_at))
-        eta = runner.eta_seconds(outcome, holder)
+        eta = batch.eta_seconds(outcome, holder)
         click.echo(
             f"running: process {holder.pid} on {holder.host}, started {started}"
             + (f", about {eta / 60:.0f} min left" if eta is not None else "")
@@ -272,8 +282,10 @@ def cancel(
     target: str, verbose: bool, quiet: bool, as_json: bool, log_file: str | None, **flags: Any
 ) -> None:
     """Cancel every job of the sheet still queued at the provider."""
-    _setup(verbose, quiet, log_file)
+    setup_output(verbose, quiet, log_file)
     config = _config(target, **flags)
+    from batchgen import runner
+
     result = runner.cancel_batch(config)
     if as_json:
         click.echo(
@@ -318,182 +330,18 @@ def report_command(
     **flags: Any,
 ) -> None:
     """Write one HTML page of every job: its video, prompt, parameters and status."""
-    _setup(verbose, quiet, log_file)
+    setup_output(verbose, quiet, log_file)
     config = _config(target, **flags)
     out = report_path or config.sheet.with_name(config.sheet.name + ".report.html")
-    written = runner.report_batch(config, out)
+    written = batch.report_batch(config, out)
     if as_json:
         click.echo(json.dumps({"written_to": str(written)}, indent=2))
     else:
         click.echo(str(written))
 
 
-@cli.command()
-@click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback)."
-)
-@click.option("--port", type=int, default=8787, show_default=True)
-@click.option(
-    "--capacity",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="Jobs processed at once.",
-)
-@click.option(
-    "--min-duration", type=float, default=2.0, show_default=True, help="Shortest job, seconds."
-)
-@click.option(
-    "--max-duration", type=float, default=6.0, show_default=True, help="Longest job, seconds."
-)
-@click.option("--failure-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option(
-    "--fault-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Chance that a call fails in some way (spread over every fault kind).",
-)
-@click.option("--token", default=None, help="Only accept this bearer token (default: any).")
-@click.option("--seed", type=int, default=None)
-def simulate(
-    host: str,
-    port: int,
-    capacity: int,
-    min_duration: float,
-    max_duration: float,
-    failure_rate: float,
-    fault_rate: float,
-    token: str | None,
-    seed: int | None,
-) -> None:
-    """Serve a local stand-in for the Model API until Ctrl-C."""
-    from batchgen import simulator
-
-    faults = simulator.Faults.spread(fault_rate) if fault_rate else simulator.Faults()
-    config = simulator.SimulatorConfig(
-        capacity=capacity,
-        min_duration=min_duration,
-        max_duration=max_duration,
-        failure_rate=failure_rate,
-        token=token,
-        seed=seed,
-        faults=faults,
-    )
-    simulator.serve(host=host, port=port, config=config)
-
-
-@cli.command()
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(path_type=Path),
-    default=Path("batchgen-demo"),
-    show_default=True,
-    help="Where the demo sheet and its results go.",
-)
-@click.option("--verbose", "-v", is_flag=True)
-def demo(directory: Path, verbose: bool) -> None:
-    """Run a sample sheet against the built-in simulator; needs no token."""
-    from batchgen import simulator
-
-    _setup(verbose, False, None)
-    directory.mkdir(parents=True, exist_ok=True)
-    sheet = directory / "demo_ads.xlsx"
-    source = SAMPLE_SHEETS / "demo_ads.xlsx"
-    if not source.is_file():
-        raise ConfigError(
-            f"the demo sheet {source} is missing; run the demo from a clone of batchgen"
-        )
-    shutil.copyfile(source, sheet)
-    for stale in directory.glob("demo_ads.xlsx.batchgen.db*"):
-        stale.unlink()
-    sim = simulator.Simulator(
-        simulator.SimulatorConfig(
-            capacity=6, min_duration=0.5, max_duration=2.0, seed=7, failure_rate=0.0
-        )
-    )
-    with simulator.SimulatorServer(sim) as server:
-        click.echo(f"simulator running at {server.base_url}")
-        config = build_config(
-            sheet, base_url=server.base_url, concurrency=8, download=directory / "videos"
-        )
-        result = _run_and_report(config, quiet=False, as_json=False, token="demo-token")
-    page = runner.report_batch(config, directory / "report.html")
-    click.echo(f"demo sheet with results: {sheet.resolve()}")
-    click.echo(f"videos: {(directory / 'videos').resolve()}")
-    click.echo(f"open the report in a browser: {page.resolve().as_uri()}")
-    sys.exit(result.exit_code)
-
-
-@cli.command()
-@click.option(
-    "--jobs", type=click.IntRange(min=1), default=None, help="Jobs in the scheduling run [300]."
-)
-@click.option(
-    "--capacity",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Simulated provider capacity C; runners use concurrency 2C [30].",
-)
-@click.option(
-    "--min-duration",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Shortest simulated job, seconds [0.5].",
-)
-@click.option(
-    "--max-duration",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Longest simulated job, seconds [1.5].",
-)
-@click.option(
-    "--instant-jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Jobs of zero duration for the local-overhead run [2000].",
-)
-@click.option(
-    "--rows", type=click.IntRange(min=1), default=None, help="Rows of the size sheets [100000]."
-)
-@click.option("--no-naive", is_flag=True, help="Leave out the naive runner.")
-@click.option(
-    "--quick",
-    is_flag=True,
-    help="Small sizes: 20 jobs, C=4, 0.05-0.15 s, 200 instant jobs, 2000 rows.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON, not a table.")
-def bench(
-    jobs: int | None,
-    capacity: int | None,
-    min_duration: float | None,
-    max_duration: float | None,
-    instant_jobs: int | None,
-    rows: int | None,
-    no_naive: bool,
-    quick: bool,
-    as_json: bool,
-) -> None:
-    """Benchmark batchgen (and a naive runner) against the simulator; takes a few minutes."""
-    from rich.console import Console
-
-    from batchgen import bench as benchmark
-
-    sizes = benchmark.benchmark_sizes(
-        quick=quick,
-        jobs=jobs,
-        capacity=capacity,
-        min_duration=min_duration,
-        max_duration=max_duration,
-        instant_jobs=instant_jobs,
-        rows=rows,
-    )
-    result = benchmark.run_benchmark(**sizes, naive=not no_naive)
-    if as_json:
-        click.echo(benchmark.result_json(result))
-    else:
-        Console().print(benchmark.format_table(result))
+for _command in cli_tools.COMMANDS:
+    cli.add_command(_command)
 
 
 def _terminate(signum: int, _frame: object) -> None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from batchgen.client import DEFAULT_BASE_URL
 from batchgen.errors import ConfigError
 from batchgen.models import DEFAULT_MODEL_ID
 
@@ -42,6 +41,10 @@ class RunConfig:
     @property
     def api_base_url(self) -> str:
         """`--base-url`, else RUNCOMFY_BASE_URL, else RunComfy's."""
+        # here, not at the top: `status`, `check` and `report` read config but never the API,
+        # so they must not import the HTTP client
+        from batchgen.client import DEFAULT_BASE_URL
+
         return (self.base_url or os.environ.get("RUNCOMFY_BASE_URL") or DEFAULT_BASE_URL).rstrip(
             "/"
         )

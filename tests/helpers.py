@@ -1,4 +1,9 @@
-"""Shared fixtures: a real simulator over HTTP, the real CLI in a subprocess, real sheets."""
+"""What tests share: the real CLI in a subprocess, a real simulator, real sheets and ledgers.
+
+Imported one way everywhere, `from tests.helpers import ...`, so there is one copy of its
+state (the background processes to reap, the event loop of the running test). The fixtures
+that use it are in conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import pytest
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
-from batchgen.simulator import Simulator, SimulatorConfig, SimulatorServer
+from batchgen.simulator import SimulatorConfig, SimulatorServer
 
 IMAGE = "https://images.example.com/product.png"
 TOKEN = "test-token-5f2c"
@@ -38,15 +43,7 @@ except ImportError:  # not built for this platform
     pass
 
 
-_LOOP = ["asyncio"]  # the event loop of the test running now (see each_event_loop)
-
-
-@pytest.fixture(params=sorted(EVENT_LOOPS))
-def each_event_loop(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The test once on each event loop a run may use; run_async runs on it."""
-    _LOOP[0] = request.param
-    yield request.param
-    _LOOP[0] = "asyncio"
+LOOP = ["asyncio"]  # the event loop of the test running now (see conftest.each_event_loop)
 
 
 def run_async(main: Callable[[], Any], *, timeout: float = 20.0) -> None:
@@ -55,7 +52,7 @@ def run_async(main: Callable[[], Any], *, timeout: float = 20.0) -> None:
     async def bounded() -> None:
         await asyncio.wait_for(main(), timeout)
 
-    with asyncio.Runner(loop_factory=EVENT_LOOPS[_LOOP[0]]) as runner:
+    with asyncio.Runner(loop_factory=EVENT_LOOPS[LOOP[0]]) as runner:
         runner.run(bounded())
 
 
@@ -88,13 +85,6 @@ def fast_config(**overrides: Any) -> SimulatorConfig:
     return SimulatorConfig(**values)
 
 
-@pytest.fixture
-def sim() -> Iterator[SimulatorServer]:
-    """A simulator with fast jobs on a free loopback port."""
-    with SimulatorServer(Simulator(fast_config())) as server:
-        yield server
-
-
 def cli_env(server: SimulatorServer | None, **extra: str) -> dict[str, str]:
     """Environment for the CLI: token and base URL of the simulator, no terminal."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "BATCHGEN_"))}
@@ -107,14 +97,6 @@ def cli_env(server: SimulatorServer | None, **extra: str) -> dict[str, str]:
 
 
 PG_SERVER_URL = os.environ.get("BATCHGEN_TEST_PG_URL", "")
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty database on the PostgreSQL server of BATCHGEN_TEST_PG_URL (whose user
-    may create databases; CI starts one, see .ci/run), dropped afterwards; skips without it."""
-    with fresh_pg_database() as url:
-        yield url
 
 
 @contextmanager
@@ -153,18 +135,8 @@ def run_cli(
     )
 
 
-_STARTED: list[subprocess.Popen[str]] = []
-
-
-@pytest.fixture(autouse=True)
-def _reap_background_runs() -> Iterator[None]:
-    """A test that fails midway must not leave a `batchgen run` behind it."""
-    yield
-    while _STARTED:
-        proc = _STARTED.pop()
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
+# every background CLI a test started; conftest reaps them after each test, failed or not
+STARTED: list[subprocess.Popen[str]] = []
 
 
 def start_cli(
@@ -179,7 +151,7 @@ def start_cli(
         text=True,
         stdin=subprocess.DEVNULL,
     )
-    _STARTED.append(proc)
+    STARTED.append(proc)
     return proc
 
 

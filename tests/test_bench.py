@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from batchgen import bench
-from batchgen._naive import load_sheet, run_naive
+from batchgen.bench import benchmark as bench
+from batchgen.bench.naive import load_sheet, run_naive
 from batchgen.errors import ConfigError
 from batchgen.simulator import Simulator, SimulatorServer
-from tests.conftest import TOKEN, fast_config, read_csv
+from tests.helpers import TOKEN, fast_config, read_csv
 
 # Smaller than bench.QUICK_SIZES: the naive runner polls every 2 s and commits every change.
 # Calls per job are at least 2 (a submit and one look at the job), whatever the pacing.

@@ -10,7 +10,7 @@ import pytest
 from openpyxl import Workbook
 
 from batchgen.simulator import SimulatorServer
-from tests.conftest import IMAGE, ad_rows, read_csv, run_cli, write_csv, write_xlsx
+from tests.helpers import IMAGE, ad_rows, read_csv, run_cli, write_csv, write_xlsx
 
 BAD_ROWS = [
     (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.simulator import Faults, Simulator, SimulatorServer
-from tests.conftest import (
+from tests.helpers import (
     TOKEN,
     ad_rows,
     fast_config,

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import pytest
 from openpyxl import load_workbook
 
-from tests.conftest import TOKEN, ad_rows, loopback_http, read_csv, run_cli, write_csv, write_xlsx
+from tests.helpers import TOKEN, ad_rows, loopback_http, read_csv, run_cli, write_csv, write_xlsx
 
 JOB_SECONDS = 0.3
 

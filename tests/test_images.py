@@ -11,7 +11,7 @@ from typing import ClassVar
 import pytest
 from PIL import Image
 
-from tests.conftest import ad_rows, loopback_http, run_cli, write_csv
+from tests.helpers import ad_rows, loopback_http, run_cli, write_csv
 
 
 def _png(width: int, height: int) -> bytes:

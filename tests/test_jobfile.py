@@ -10,7 +10,7 @@ from pathlib import Path
 from openpyxl import load_workbook
 
 from batchgen.simulator import Simulator, SimulatorServer
-from tests.conftest import (
+from tests.helpers import (
     IMAGE,
     ad_rows,
     fast_config,

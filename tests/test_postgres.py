@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchgen.simulator import Simulator, SimulatorServer
-from tests.conftest import ad_rows, fast_config, read_csv, run_cli, start_cli, write_csv
+from tests.helpers import ad_rows, fast_config, read_csv, run_cli, start_cli, write_csv
 
 
 def test_two_sheets_sharing_a_postgresql_ledger_pay_once_and_rerun_nothing(

@@ -22,7 +22,7 @@ from batchgen.ledger import JobRecord
 from batchgen.runner import load_batch, open_ledger
 from batchgen.simulator import Simulator, SimulatorServer
 from batchgen.specs import SheetPlan
-from tests.conftest import TOKEN, ad_rows, fast_config, run_cli, write_csv
+from tests.helpers import TOKEN, ad_rows, fast_config, run_cli, write_csv
 
 XSS = "<script>alert(1)</script>"
 BROWSER_TIMEOUT = 60  # seconds; a cold Chromium start is a second or two

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from batchgen.simulator import Simulator, SimulatorServer
-from tests.conftest import (
+from tests.helpers import (
     ad_rows,
     fast_config,
     ledger_rows,

@@ -14,7 +14,7 @@ from batchgen import sheets
 from batchgen.config import build_config
 from batchgen.resume import resume
 from batchgen.runner import load_batch, open_ledger, write_sheet
-from tests.conftest import IMAGE, write_csv, write_xlsx
+from tests.helpers import IMAGE, write_csv, write_xlsx
 
 # Text a marketer might type: any unicode but surrogates and the NUL/controls no sheet can hold.
 TEXT = st.text(

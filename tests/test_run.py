@@ -8,7 +8,7 @@ import pytest
 from openpyxl import load_workbook
 
 from batchgen.simulator import Simulator, SimulatorServer
-from tests.conftest import (
+from tests.helpers import (
     TOKEN,
     ad_rows,
     fast_config,

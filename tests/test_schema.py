@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
-from conftest import fresh_pg_database
 
 from batchgen import schema
 from batchgen.errors import LedgerError
 from batchgen.ledger import Ledger, ledger_url
+from tests.helpers import fresh_pg_database
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from batchgen import _transport
 from batchgen._transport import LeanTransport
 from batchgen.client import NO_RETRY, ApiClient, RetryPolicy
 from batchgen.errors import ApiTransientError, SubmitUncertainError
-from tests.conftest import run_async
+from tests.helpers import run_async
 
 SHORT_READ = {"connect": 5.0, "read": 0.2, "write": 5.0, "pool": 5.0}
 

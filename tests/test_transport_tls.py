@@ -15,7 +15,7 @@ import trustme
 
 from batchgen._transport import LeanTransport
 from batchgen.client import ApiClient, RetryPolicy
-from tests.conftest import run_async
+from tests.helpers import run_async
 
 TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchgen._benchruns import (
+from batchgen.bench.runs import (
     INSTANT_CONCURRENCY,
     RunFigures,
     child_json,
@@ -34,8 +34,8 @@ from batchgen._benchruns import (
     run_size_child,
     simulated_run,
 )
-from batchgen._benchsheets import write_csv_sheet, write_xlsx_sheet
-from batchgen._benchsize import cpu_stall_us
+from batchgen.bench.sheetfiles import write_csv_sheet, write_xlsx_sheet
+from batchgen.bench.sizes import cpu_stall_us
 from batchgen.errors import ConfigError
 
 FULL_SIZES: dict[str, Any] = {
@@ -164,7 +164,7 @@ def _instant_figures(runs: list[RunFigures], figures: Figures) -> None:
 
 def _instant_library_figures(workdir: Path, jobs: int, repeats: int, figures: Figures) -> None:
     """run_batch alone, each run in a fresh process, so the split of the figure shows."""
-    code = "from batchgen._benchruns import instant_library_child; instant_library_child()"
+    code = "from batchgen.bench.runs import instant_library_child; instant_library_child()"
     rates, completed = [], jobs
     for i in range(repeats):
         command = [sys.executable, "-c", code, str(workdir / f"library{i}"), str(jobs)]

@@ -329,10 +329,10 @@ async def _run_all(
 
 
 def main() -> None:
-    """`python -m batchgen._naive SHEET --db DB [--concurrency N]`, against $RUNCOMFY_BASE_URL."""
+    """`python -m batchgen.bench.naive SHEET --db DB [--concurrency N]` ($RUNCOMFY_BASE_URL)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m batchgen._naive")
+    parser = argparse.ArgumentParser(prog="python -m batchgen.bench.naive")
     parser.add_argument("sheet", type=Path)
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--concurrency", type=int, default=4)

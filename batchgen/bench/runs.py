@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchgen._benchsheets import write_csv_sheet
-from batchgen._benchsim import SimulatorProcess
+from batchgen.bench.sheetfiles import write_csv_sheet
+from batchgen.bench.simprocess import SimulatorProcess
 
 TOKEN = "bench-token"
 CHILD_TIMEOUT = 900.0  # seconds for one stage in its child process
@@ -66,7 +66,7 @@ def run_batchgen_once(sheet: Path, db: Path, base_url: str, concurrency: int) ->
 
 def run_naive_once(sheet: Path, db: Path, base_url: str, concurrency: int) -> tuple[float, int]:
     """The naive runner on `sheet`; returns (wall seconds, jobs completed)."""
-    from batchgen._naive import run_naive
+    from batchgen.bench.naive import run_naive
 
     began = time.perf_counter()
     result = run_naive(sheet, base_url=base_url, token=TOKEN, db=db, concurrency=concurrency)
@@ -112,7 +112,7 @@ def instant_run(who: str, workdir: Path, jobs: int) -> RunFigures:
     """One instant run as a user's: the command in a fresh process, from its start to its exit.
 
     Start-up, imports and exit count, as they do for a cron job: batchgen runs as
-    `python -m batchgen run SHEET`, the naive runner as `python -m batchgen._naive SHEET`.
+    `python -m batchgen run SHEET`, the naive runner as `python -m batchgen.bench.naive SHEET`.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     sheet = write_csv_sheet(workdir / f"instant-{who}.csv", jobs)
@@ -121,7 +121,7 @@ def instant_run(who: str, workdir: Path, jobs: int) -> RunFigures:
     if who == "batchgen":
         command = ["-m", "batchgen", "run", str(sheet), "--db", str(db)]
     else:
-        command = ["-m", "batchgen._naive", str(sheet), "--db", str(db)]
+        command = ["-m", "batchgen.bench.naive", str(sheet), "--db", str(db)]
     with SimulatorProcess(
         capacity=INSTANT_CONCURRENCY,
         min_duration=0.0,
@@ -166,7 +166,7 @@ def instant_library_child() -> None:
 
 
 def run_size_child(who: str, sheet: Path, db: Path) -> dict[str, float]:
-    code = "from batchgen._benchsize import size_child; size_child()"
+    code = "from batchgen.bench.sizes import size_child; size_child()"
     return child_json([sys.executable, "-c", code, who, str(sheet), str(db)], who)
 
 

@@ -1,4 +1,4 @@
-"""The benchmark's size stages, each run in a child process of its own (see bench)."""
+"""The benchmark's size stages, each run in a child process of its own (see benchmark)."""
 
 from __future__ import annotations
 
@@ -118,20 +118,20 @@ def _mark_done(db: Path, *, keep_every: int) -> None:
 
 def _size_naive(sheet: Path, db: Path) -> dict[str, float]:
     """The naive runner's load, resume (its own db) and write-back of every row; timed."""
-    from batchgen import _naive
+    from batchgen.bench import naive
 
     with _Stage() as load:
-        loaded = _naive.load_sheet(sheet)
-    conn = _naive.open_db(db)
-    _naive.resume(conn, loaded.jobs)  # set-up: a first run adds every job
+        loaded = naive.load_sheet(sheet)
+    conn = naive.open_db(db)
+    naive.resume(conn, loaded.jobs)  # set-up: a first run adds every job
     conn.execute("UPDATE jobs SET state = 'completed', request_id = 'req-' || key")
     conn.execute("UPDATE jobs SET state = 'pending', request_id = NULL WHERE rowid % 200 = 0")
     conn.commit()
     conn.close()
-    fresh = _naive.load_sheet(sheet).jobs
-    conn = _naive.open_db(db)
+    fresh = naive.load_sheet(sheet).jobs
+    conn = naive.open_db(db)
     with _Stage() as resume:
-        left = _naive.resume(conn, fresh)
+        left = naive.resume(conn, fresh)
     conn.close()
     if not 0 < len(left) < len(fresh):
         raise RuntimeError(f"naive resume left {len(left)} of {len(fresh)} jobs")
@@ -141,7 +141,7 @@ def _size_naive(sheet: Path, db: Path) -> dict[str, float]:
         job.error = "content moderation: the prompt was rejected (benchmark filler)"
     loaded.jobs = fresh
     with _Stage() as write:
-        _naive.write_back(loaded)
+        naive.write_back(loaded)
     return _stage_figures(load, resume, write)
 
 

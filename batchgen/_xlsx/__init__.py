@@ -1,0 +1,36 @@
+"""Patch an .xlsx package in place of a round-trip: only the touched XML parts change.
+
+openpyxl would drop formula cached values, charts and images, and is slow on big sheets,
+so the writer edits the worksheet XML as text and copies every other zip entry unchanged.
+`book` reads the package, `worksheet` finds and patches rows, `package` adds the results
+sheet and writes the new zip; `markup` holds the XML helpers they share.
+"""
+
+from batchgen._xlsx.book import Book, SheetRef, open_book, read_part
+from batchgen._xlsx.markup import REL_WORKSHEET, XlsxError, col_index, col_letter
+from batchgen._xlsx.package import (
+    encoded_blocks,
+    repackage,
+    results_sheet_part,
+    results_sheet_xml,
+)
+from batchgen._xlsx.worksheet import SheetXml, parse_sheet, patch_sheet, style_of
+
+__all__ = [
+    "REL_WORKSHEET",
+    "Book",
+    "SheetRef",
+    "SheetXml",
+    "XlsxError",
+    "col_index",
+    "col_letter",
+    "encoded_blocks",
+    "open_book",
+    "parse_sheet",
+    "patch_sheet",
+    "read_part",
+    "repackage",
+    "results_sheet_part",
+    "results_sheet_xml",
+    "style_of",
+]

@@ -1,0 +1,159 @@
+"""A batch without the API: load and validate a sheet, read the ledger's view of it, write it.
+
+`status`, `check` and `report` need only this, so they never import the worker pool or the
+HTTP client; `runner` builds a run on top of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchgen import report, sheets
+from batchgen.config import RunConfig
+from batchgen.ledger import JobRecord, Ledger, LockInfo, ledger_url
+from batchgen.models import ModelSpec, get_model
+from batchgen.specs import Problem, SheetPlan, build_plan
+
+
+@contextlib.contextmanager
+def bulk_allocations() -> Iterator[None]:
+    """Pause the cycle collector while a sheet's worth of live objects is built.
+
+    Rows, jobs and records are data the run keeps, not garbage; with 100,000 rows the
+    collector's repeated scans of them cost more than building them.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@dataclass
+class Batch:
+    """A loaded sheet, its model and its validated plan."""
+
+    config: RunConfig
+    table: sheets.Table
+    model: ModelSpec
+    plan: SheetPlan
+
+    @property
+    def scope(self) -> str:
+        """The lock scope: the sheet's absolute path."""
+        return str(self.config.sheet.resolve())
+
+
+@bulk_allocations()
+def load_batch(config: RunConfig) -> Batch:
+    """Read and validate the sheet; nothing is sent and nothing is written."""
+    table = sheets.load_sheet(config.sheet, sheet_name=config.sheet_name)
+    model = get_model(config.model)
+    plan = build_plan(
+        table.headers,
+        [(row.number, row.values) for row in table.rows],
+        model,
+        columns=config.columns,
+        defaults=config.defaults,
+        sheet_name=config.sheet.name,
+    )
+    return Batch(config, table, model, plan)
+
+
+def open_ledger(config: RunConfig) -> Ledger:
+    """The ledger for this batch (migrated)."""
+    return Ledger(ledger_url(config.db, config.sheet))
+
+
+@bulk_allocations()
+def plan_records(batch: Batch, ledger: Ledger) -> dict[str, JobRecord]:
+    """The ledger's records of the plan's jobs (inputs come from the plan, not decoded)."""
+    return ledger.get_jobs([job.key for job in batch.plan.jobs], payloads=False)
+
+
+@bulk_allocations()
+def write_sheet(batch: Batch, records: dict[str, JobRecord]) -> Path:
+    """Write output cells and the per-job table back to the sheet (atomically)."""
+    results = sheets.Results(
+        headers=list(report.RESULT_HEADERS), rows=report.results_rows(batch.plan, records)
+    )
+    return sheets.write_back(
+        batch.table,
+        report.sheet_cells(batch.plan, records),
+        results=results,
+        output=batch.config.output,
+    )
+
+
+@dataclass
+class StatusReport:
+    """What `batchgen status` shows."""
+
+    batch: Batch
+    outcome: report.Outcome
+    holder: LockInfo | None
+
+
+def batch_status(config: RunConfig) -> StatusReport:
+    """Jobs by state from the ledger, and the run holding the sheet, if any."""
+    batch = load_batch(config)
+    ledger = open_ledger(config)
+    try:
+        records = plan_records(batch, ledger)
+        holder = ledger.live_lock_holder(batch.scope)
+    finally:
+        ledger.close()
+    return StatusReport(batch, report.outcome(batch.plan, records), holder)
+
+
+@dataclass
+class CheckResult:
+    """What `batchgen check` found."""
+
+    batch: Batch
+    estimated_cost: float
+    image_problems: list[Problem] = field(default_factory=list)
+
+
+def check_batch(config: RunConfig, *, images: bool = False) -> CheckResult:
+    """Validate a sheet (and optionally its images) and estimate its cost; sends nothing."""
+    batch = load_batch(config)
+    cost = sum(job.estimated_cost or 0.0 for job in batch.plan.jobs)
+    problems: list[Problem] = []
+    if images:
+        from batchgen import imagecheck
+
+        problems = imagecheck.check_images(batch.plan, batch.model)
+    return CheckResult(batch, cost, problems)
+
+
+def eta_seconds(outcome: report.Outcome, holder: LockInfo) -> float | None:
+    """A rough time left for the run holding the sheet, from its pace so far."""
+    done = sum(outcome.counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
+    left = sum(outcome.counts.get(s, 0) for s in ("pending", "in_queue", "in_progress"))
+    elapsed = time.time() - holder.started_at
+    if done == 0 or elapsed <= 0:
+        return None
+    return left * elapsed / done
+
+
+def report_batch(config: RunConfig, out: Path) -> Path:
+    """Write the sheet's HTML report (videos, prompts, statuses from the ledger) to `out`."""
+    batch = load_batch(config)
+    ledger = open_ledger(config)
+    try:
+        records = plan_records(batch, ledger)
+    finally:
+        ledger.close()
+    from batchgen import htmlreport
+
+    return htmlreport.render_report(
+        title=config.sheet.name, plan=batch.plan, records=records, out=out
+    )

@@ -1,0 +1,191 @@
+"""The commands for trying and measuring batchgen: `simulate`, `demo` and `bench`.
+
+They live apart from the user's commands in `cli` because they reach into the simulator and
+the benchmark, rooms the runtime never enters; each imports what it needs only when it runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from batchgen.errors import ConfigError
+
+SAMPLE_SHEETS = Path(__file__).resolve().parent.parent / "sample_sheets"
+
+
+@click.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback)."
+)
+@click.option("--port", type=int, default=8787, show_default=True)
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Jobs processed at once.",
+)
+@click.option(
+    "--min-duration", type=float, default=2.0, show_default=True, help="Shortest job, seconds."
+)
+@click.option(
+    "--max-duration", type=float, default=6.0, show_default=True, help="Longest job, seconds."
+)
+@click.option("--failure-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option(
+    "--fault-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Chance that a call fails in some way (spread over every fault kind).",
+)
+@click.option("--token", default=None, help="Only accept this bearer token (default: any).")
+@click.option("--seed", type=int, default=None)
+def simulate(
+    host: str,
+    port: int,
+    capacity: int,
+    min_duration: float,
+    max_duration: float,
+    failure_rate: float,
+    fault_rate: float,
+    token: str | None,
+    seed: int | None,
+) -> None:
+    """Serve a local stand-in for the Model API until Ctrl-C."""
+    from batchgen import simulator
+
+    faults = simulator.Faults.spread(fault_rate) if fault_rate else simulator.Faults()
+    config = simulator.SimulatorConfig(
+        capacity=capacity,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        failure_rate=failure_rate,
+        token=token,
+        seed=seed,
+        faults=faults,
+    )
+    simulator.serve(host=host, port=port, config=config)
+
+
+@click.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path("batchgen-demo"),
+    show_default=True,
+    help="Where the demo sheet and its results go.",
+)
+@click.option("--verbose", "-v", is_flag=True)
+def demo(directory: Path, verbose: bool) -> None:
+    """Run a sample sheet against the built-in simulator; needs no token."""
+    from batchgen import simulator
+    from batchgen.batch import report_batch
+    from batchgen.cli import run_and_report, setup_output
+    from batchgen.config import build_config
+
+    setup_output(verbose, False, None)
+    directory.mkdir(parents=True, exist_ok=True)
+    sheet = directory / "demo_ads.xlsx"
+    source = SAMPLE_SHEETS / "demo_ads.xlsx"
+    if not source.is_file():
+        raise ConfigError(
+            f"the demo sheet {source} is missing; run the demo from a clone of batchgen"
+        )
+    shutil.copyfile(source, sheet)
+    for stale in directory.glob("demo_ads.xlsx.batchgen.db*"):
+        stale.unlink()
+    sim = simulator.Simulator(
+        simulator.SimulatorConfig(
+            capacity=6, min_duration=0.5, max_duration=2.0, seed=7, failure_rate=0.0
+        )
+    )
+    with simulator.SimulatorServer(sim) as server:
+        click.echo(f"simulator running at {server.base_url}")
+        config = build_config(
+            sheet, base_url=server.base_url, concurrency=8, download=directory / "videos"
+        )
+        result = run_and_report(config, quiet=False, as_json=False, token="demo-token")
+    page = report_batch(config, directory / "report.html")
+    click.echo(f"demo sheet with results: {sheet.resolve()}")
+    click.echo(f"videos: {(directory / 'videos').resolve()}")
+    click.echo(f"open the report in a browser: {page.resolve().as_uri()}")
+    sys.exit(result.exit_code)
+
+
+@click.command()
+@click.option(
+    "--jobs", type=click.IntRange(min=1), default=None, help="Jobs in the scheduling run [300]."
+)
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Simulated provider capacity C; runners use concurrency 2C [30].",
+)
+@click.option(
+    "--min-duration",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Shortest simulated job, seconds [0.5].",
+)
+@click.option(
+    "--max-duration",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Longest simulated job, seconds [1.5].",
+)
+@click.option(
+    "--instant-jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Jobs of zero duration for the local-overhead run [2000].",
+)
+@click.option(
+    "--rows", type=click.IntRange(min=1), default=None, help="Rows of the size sheets [100000]."
+)
+@click.option("--no-naive", is_flag=True, help="Leave out the naive runner.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Small sizes: 20 jobs, C=4, 0.05-0.15 s, 200 instant jobs, 2000 rows.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON, not a table.")
+def bench(
+    jobs: int | None,
+    capacity: int | None,
+    min_duration: float | None,
+    max_duration: float | None,
+    instant_jobs: int | None,
+    rows: int | None,
+    no_naive: bool,
+    quick: bool,
+    as_json: bool,
+) -> None:
+    """Benchmark batchgen (and a naive runner) against the simulator; takes a few minutes."""
+    from rich.console import Console
+
+    from batchgen.bench import benchmark
+
+    sizes = benchmark.benchmark_sizes(
+        quick=quick,
+        jobs=jobs,
+        capacity=capacity,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        instant_jobs=instant_jobs,
+        rows=rows,
+    )
+    result = benchmark.run_benchmark(**sizes, naive=not no_naive)
+    if as_json:
+        click.echo(benchmark.result_json(result))
+    else:
+        Console().print(benchmark.format_table(result))
+
+
+COMMANDS = (simulate, demo, bench)

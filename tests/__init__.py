@@ -1,0 +1,1 @@
+"""batchgen's tests (a package, so `tests.helpers` is imported one way, once)."""
