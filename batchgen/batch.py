@@ -15,8 +15,9 @@ from pathlib import Path
 
 from batchgen import report, sheets
 from batchgen.config import RunConfig
+from batchgen.errors import ConfigError
 from batchgen.ledger import JobRecord, Ledger, LockInfo, ledger_url
-from batchgen.models import ModelSpec, get_model
+from batchgen.models import ModelCatalog, ModelSpec, load_catalog
 from batchgen.specs import Problem, SheetPlan, build_plan
 
 
@@ -42,8 +43,9 @@ class Batch:
 
     config: RunConfig
     table: sheets.Table
-    model: ModelSpec
+    model: ModelSpec  # the sheet's first model
     plan: SheetPlan
+    catalog: ModelCatalog | None = None
 
     @property
     def scope(self) -> str:
@@ -54,17 +56,46 @@ class Batch:
 @bulk_allocations()
 def load_batch(config: RunConfig) -> Batch:
     """Read and validate the sheet; nothing is sent and nothing is written."""
+    catalog = config_catalog(config)
+    models = config_models(config, catalog)
     table = sheets.load_sheet(config.sheet, sheet_name=config.sheet_name)
-    model = get_model(config.model)
     plan = build_plan(
         table.headers,
         [(row.number, row.values) for row in table.rows],
-        model,
+        models,
         columns=config.columns,
         defaults=config.defaults,
         sheet_name=config.sheet.name,
+        catalog=catalog,
     )
-    return Batch(config, table, model, plan)
+    return Batch(config, table, models[0], plan, catalog)
+
+
+def config_catalog(config: RunConfig) -> ModelCatalog:
+    """The shipped models, the user's models_dir, and the job file's [prices]."""
+    return load_catalog(config.models_dir).priced(config.prices)
+
+
+def config_models(config: RunConfig, catalog: ModelCatalog) -> list[ModelSpec]:
+    """The models `--model a|b` (or the job file's `model`) names, by id or alias."""
+    names = [n.strip() for n in config.model.split("|") if n.strip()]
+    return list(dict.fromkeys(catalog.get(name) for name in names))
+
+
+def check_prices(batch: Batch) -> None:
+    """With --max-cost, a model without a price cannot be run: its cost is unknown."""
+    if batch.config.max_cost is None:
+        return
+    unpriced = batch.plan.unpriced
+    if unpriced:
+        names = ", ".join(m.name for m in unpriced)
+        first = unpriced[0].name
+        raise ConfigError(
+            f"--max-cost cannot bound the cost of {names}: no price is known for "
+            f"{'it' if len(unpriced) == 1 else 'them'} (a job without a duration has none "
+            f'either); set one in the job file, e.g. [prices] "{first}" = 0.05 '
+            "(dollars per second of video), or run without --max-cost"
+        )
 
 
 def open_ledger(config: RunConfig) -> Ledger:
@@ -126,6 +157,20 @@ def check_batch(config: RunConfig, *, images: bool = False) -> CheckResult:
     """Validate a sheet (and optionally its images) and estimate its cost; sends nothing."""
     batch = load_batch(config)
     cost = sum(job.estimated_cost or 0.0 for job in batch.plan.jobs)
+    for model in batch.plan.unpriced:
+        jobs = [job for job in batch.plan.jobs if job.model_id == model.model_id]
+        unknown = [job for job in jobs if job.estimated_cost is None]
+        why = "no price is published" if not model.priced else "no duration is given"
+        batch.plan.warnings.append(
+            Problem(
+                unknown[0].row,
+                "model",
+                f"price unknown for {len(unknown)} job(s) ({why}); the estimate leaves them "
+                f'out and --max-cost refuses them until the job file sets [prices] "{model.name}" '
+                "= DOLLARS_PER_SECOND",
+                model.name,
+            )
+        )
     problems: list[Problem] = []
     if images:
         from batchgen import imagecheck

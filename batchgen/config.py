@@ -12,7 +12,7 @@ from batchgen.errors import ConfigError
 from batchgen.models import DEFAULT_MODEL_ID
 
 JOBFILE_SUFFIX = ".toml"
-_PATH_KEYS = ("sheet", "db", "download", "output", "log_file")
+_PATH_KEYS = ("sheet", "db", "download", "output", "log_file", "models_dir")
 
 
 @dataclass(kw_only=True)
@@ -36,6 +36,8 @@ class RunConfig:
     rate: float | None = None
     columns: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
+    models_dir: Path | None = None
+    prices: dict[str, Any] = field(default_factory=dict)  # model id or alias -> $ per second
     jobfile: Path | None = None
 
     @property
@@ -74,7 +76,7 @@ def load_jobfile(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
     if "sheet" not in data:
         raise ConfigError(f'{path}: the job file needs a `sheet = "..."` line')
-    for key in ("columns", "defaults"):
+    for key in ("columns", "defaults", "prices"):
         if key in data and not isinstance(data[key], dict):
             raise ConfigError(f"{path}: [{key}] must be a table")
     for key in _PATH_KEYS:
@@ -109,6 +111,12 @@ def build_config(target: str | Path, **flags: Any) -> RunConfig:
 
 
 def _check(config: RunConfig) -> None:
+    if config.models_dir is not None:
+        config.models_dir = Path(config.models_dir).expanduser().resolve()
+    if not isinstance(config.model, str) or not config.model.strip("| "):
+        raise ConfigError(
+            f"model must name one model or several separated by '|', not {config.model!r}"
+        )
     for name in ("output", "download"):
         value = getattr(config, name)
         if value is not None:

@@ -77,22 +77,30 @@ def _rules(facts: ImageFacts, rules: dict[str, float]) -> list[str]:
     return out
 
 
-def check_images(plan: SheetPlan, model: ModelSpec) -> list[Problem]:
-    """Problems with the images of every valid job, each distinct URL fetched once."""
-    fields = [f for f in model.fields.values() if f.image]
-    targets: dict[str, list[tuple[int, str]]] = {}
+def check_images(plan: SheetPlan, model: ModelSpec | None = None) -> list[Problem]:
+    """Problems with the images of every valid job (by its model's rules), each URL fetched once."""
+    models = dict(plan.models)
+    if model is not None:
+        models.setdefault(model.model_id, model)
+    targets: dict[str, list[tuple[int, str, ModelSpec]]] = {}
     for job in plan.jobs:
-        for spec in fields:
+        job_model = models.get(job.model_id)
+        if job_model is None:
+            continue
+        for spec in job_model.fields.values():
             url = job.payload.get(spec.name)
-            if url and (job.row, spec.name) not in targets.get(url, []):
-                targets.setdefault(url, []).append((job.row, spec.name))
+            if not spec.image or not url:
+                continue
+            place = (job.row, spec.name, job_model)
+            if place not in targets.get(url, []):
+                targets.setdefault(url, []).append(place)
     facts = anyio.run(_probe_all, list(targets))
     problems = []
-    rules = {spec.name: spec.image for spec in fields}
     for url, places in targets.items():
-        for row, name in places:
-            for message in _rules(facts[url], rules[name]):
-                problems.append(Problem(row, name, f"image {url} {message}"))
+        for row, name, job_model in places:
+            for message in _rules(facts[url], job_model.fields[name].image):
+                who = job_model.name if plan.multi_model else ""
+                problems.append(Problem(row, name, f"image {url} {message}", who))
     return sorted(problems, key=lambda p: p.row)
 
 

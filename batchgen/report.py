@@ -17,6 +17,7 @@ SUCCESS = "completed"
 PROBLEM_STATES = ("failed", "invalid", "cancelled", "unknown")
 RESULT_HEADERS = [
     "row",
+    "model",
     "job_id",
     "variant",
     "take",
@@ -79,9 +80,10 @@ def outcome(plan: SheetPlan, records: Mapping[str, JobRecord]) -> Outcome:
             result.actual_cost += record.cost
         if state != SUCCESS:
             problems.setdefault(state, set()).add(job.row)
-    for row in plan.invalid:
-        result.counts["invalid"] += 1
-        result.jobs += 1
+    for row, found in plan.invalid.items():
+        invalid = len(_by_model(found))  # a row is invalid once per model it names
+        result.counts["invalid"] += invalid
+        result.jobs += invalid
         problems.setdefault("invalid", set()).add(row)
     result.problem_rows = {state: sorted(rows) for state, rows in problems.items()}
     return result
@@ -95,27 +97,63 @@ def problems_text(problems: Sequence[Problem]) -> str:
 def sheet_cells(plan: SheetPlan, records: Mapping[str, JobRecord]) -> dict[int, dict[str, str]]:
     """Output cells per sheet row: one line per job in each of the four columns.
 
-    A row with a job that has no record (the ledger could not be read) is left out: its
-    cells keep what they said.
+    When the sheet names several models, every line starts with its model and variant
+    (`kling-3.0-pro-i2v, ratio=9:16: completed`), and a model the row is invalid for gets
+    an `invalid` line of its own. A row with a job that has no record (the ledger could not
+    be read) is left out: its cells keep what they said.
     """
     cells: dict[int, dict[str, str]] = {}
-    for row, jobs in plan.jobs_by_row().items():
+    by_row = plan.jobs_by_row()
+    for row, jobs in by_row.items():
         if any(job.key not in records for job in jobs):
             continue
         lines: dict[str, list[str]] = {"request_id": [], "status": [], "video_url": [], "error": []}
         for job in jobs:
             record = records[job.key]
+            if plan.multi_model:
+                named = f"{job.label}: "
+                lines["request_id"].append(named + (record.request_id or ""))
+                lines["status"].append(named + sheet_status(record.state))
+                lines["video_url"].append(named + (record.video_url or ""))
+                lines["error"].append(named + record.error if record.error else "")
+                continue
             prefix = f"[{job.label}] " if len(jobs) > 1 and job.label else ""
             lines["request_id"].append(record.request_id or "")
             lines["status"].append(sheet_status(record.state))
             lines["video_url"].append(record.video_url or "")
             error = record.error or ""
             lines["error"].append(prefix + error if error else "")
+        _invalid_lines(lines, plan.invalid.get(row, []))
         cells[row] = {name: _join(values) for name, values in lines.items()}
     for row, problems in plan.invalid.items():
+        if row in by_row:
+            continue
+        if plan.multi_model and all(p.model for p in problems):
+            lines = {"request_id": [], "status": [], "video_url": [], "error": []}
+            _invalid_lines(lines, problems)
+            cells[row] = {name: _join(values) for name, values in lines.items()}
+            continue
         message = problems_text(problems)
         cells[row] = {"request_id": "", "status": "invalid", "video_url": "", "error": message}
     return cells
+
+
+def _invalid_lines(lines: dict[str, list[str]], problems: Sequence[Problem]) -> None:
+    """One `invalid` line per model a row could not be run on."""
+    for model, found in _by_model(problems).items():
+        named = f"{model}: " if model else ""
+        lines["request_id"].append("")
+        lines["status"].append(named + "invalid")
+        lines["video_url"].append("")
+        lines["error"].append(named + problems_text(found))
+
+
+def _by_model(problems: Sequence[Problem]) -> dict[str, list[Problem]]:
+    """A row's problems grouped by the model they are for ("" for the whole row)."""
+    grouped: dict[str, list[Problem]] = {}
+    for problem in problems:
+        grouped.setdefault(problem.model, []).append(problem)
+    return grouped
 
 
 def _join(values: list[str]) -> str:
@@ -135,6 +173,7 @@ def results_rows(plan: SheetPlan, records: Mapping[str, JobRecord]) -> list[list
                 job.row,
                 [
                     job.row,
+                    job.model_id,
                     job.key,
                     job.label,
                     job.take,
@@ -150,9 +189,13 @@ def results_rows(plan: SheetPlan, records: Mapping[str, JobRecord]) -> list[list
             )
         )
     for row, problems in plan.invalid.items():
-        message = problems_text(problems)
-        rows.append(
-            (row, [row, None, None, None, None, "invalid", None, message, None, None, None, None])
-        )
+        for model, found in _by_model(problems).items():
+            rows.append(
+                (
+                    row,
+                    [row, model or None, *[None] * 4, "invalid", None, problems_text(found)]
+                    + [None] * 4,
+                )
+            )
     rows.sort(key=lambda item: item[0])
     return [values for _, values in rows]

@@ -27,6 +27,7 @@ from batchgen.batch import (
     batch_status,
     bulk_allocations,
     check_batch,
+    check_prices,
     eta_seconds,
     load_batch,
     open_ledger,
@@ -133,6 +134,7 @@ def run_batch(
             f"{config.sheet.name}: {count} invalid row(s), --strict refuses the sheet; "
             f"first: {first}"
         )
+    check_prices(batch)
     token = token or token_from_env()
     ledger = open_ledger(config)
     run_id = uuid.uuid4().hex

@@ -13,11 +13,20 @@ from typing import Any
 from urllib.parse import urlparse
 
 from batchgen.errors import SheetError
-from batchgen.models import FieldSpec, ModelSpec
+from batchgen.models import (
+    RESULT_ROLES,
+    ROLES,
+    FieldSpec,
+    ModelCatalog,
+    ModelSpec,
+    load_catalog,
+)
 
 OUTPUT_COLUMNS = ("request_id", "status", "video_url", "error")
 TAKES_COLUMN = "takes"
 JOB_ID_COLUMN = "job_id"
+MODEL_COLUMN = "model"
+FIELD_PREFIX = "field:"
 MAX_TAKES = 100
 _TRUE = {"true", "yes", "y", "1", "on"}
 _FALSE = {"false", "no", "n", "0", "off"}
@@ -26,14 +35,20 @@ _WINDOWS_PATH = re.compile(r"^[a-zA-Z]:[\\/]|^\\\\")
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong (or worth a warning) with one cell of the sheet."""
+    """One thing wrong (or worth a warning) with one cell of the sheet (for one model)."""
 
     row: int
     column: str
     message: str
+    model: str = ""  # the model's alias or id when the problem is that model's alone
 
     def __str__(self) -> str:
-        return f"row {self.row}, column '{self.column}': {self.message}"
+        where = f"row {self.row}, column '{self.column}'"
+        return (
+            f"{where}, model {self.model}: {self.message}"
+            if self.model
+            else (f"{where}: {self.message}")
+        )
 
 
 @dataclass(frozen=True)
@@ -45,18 +60,21 @@ class JobSpec:
     model_id: str
     payload: dict[str, Any]
     take: int
-    label: str  # the varying values that tell this job apart from its row's others
+    label: str  # what tells this job apart from its row's others (model, variant, take)
     estimated_cost: float | None
+    model_name: str = ""  # the model's alias (or id), as output lines name it
 
 
 @dataclass
 class SheetPlan:
-    """Every job of a sheet, and the rows that could not become jobs."""
+    """Every job of a sheet, and the rows (or a row's models) that could not become jobs."""
 
     jobs: list[JobSpec] = field(default_factory=list)
     invalid: dict[int, list[Problem]] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)
     row_count: int = 0
+    multi_model: bool = False  # the sheet names several models: every line names its model
+    models: dict[str, ModelSpec] = field(default_factory=dict)  # by id, as the plan used them
 
     def jobs_by_row(self) -> dict[int, list[JobSpec]]:
         """Jobs grouped by sheet row number, in job order."""
@@ -65,34 +83,81 @@ class SheetPlan:
             grouped.setdefault(job.row, []).append(job)
         return grouped
 
+    @property
+    def unpriced(self) -> list[ModelSpec]:
+        """Models of this plan's jobs without a price (their cost is unknown)."""
+        ids = {job.model_id for job in self.jobs if job.estimated_cost is None}
+        return [self.models[i] for i in sorted(ids) if i in self.models]
+
 
 def _norm(header: str) -> str:
     return str(header).strip().lower()
 
 
+def _field_key(name: str) -> str:
+    return FIELD_PREFIX + name
+
+
+def column_keys(catalog: ModelCatalog) -> dict[str, str]:
+    """What a header (normalised) means: a role, a model's own field, or one of ours.
+
+    A model's field name that plays a role in that model's file (`first_frame_image_url`,
+    `start_image_url`, `aspect_ratio`) means the role, so it feeds every model of the row.
+    """
+    keys: dict[str, str] = {}
+    for model in catalog:
+        for name in model.fields:
+            if model.role_of(name) is None:
+                keys.setdefault(name.lower(), _field_key(name))
+    for model in catalog:
+        for role, name in model.roles.items():
+            keys[name.lower()] = role
+    for role in ROLES:
+        keys[role] = role
+    for own in (TAKES_COLUMN, JOB_ID_COLUMN, MODEL_COLUMN):
+        keys[own] = own
+    return keys
+
+
 def map_columns(
     headers: Sequence[str],
-    model: ModelSpec,
+    model: ModelSpec | Sequence[ModelSpec] | None = None,
     *,
     columns: Mapping[str, str] | None = None,
     sheet_name: str = "sheet",
+    catalog: ModelCatalog | None = None,
 ) -> dict[str, int]:
-    """Map model fields (and `takes`/`job_id`) to column indexes; two for one field is an error."""
-    aliases = {_norm(header): name for name, header in (columns or {}).items()}
-    wanted = set(model.fields) | {TAKES_COLUMN, JOB_ID_COLUMN}
+    """Map roles, model fields and `takes`/`job_id`/`model` to column indexes.
+
+    Keys are role names, `takes`, `job_id`, `model`, or `field:NAME` for a model's own input
+    that plays no role; two columns for one key is an error.
+    """
+    keys = column_keys(catalog or load_catalog())
+    aliases = {_norm(header): _norm(name) for name, header in (columns or {}).items()}
     found: dict[str, int] = {}
     for index, header in enumerate(headers):
-        key = _norm(header)
-        name = aliases.get(key, key)
-        if name not in wanted:
+        norm = _norm(header)
+        key = keys.get(aliases.get(norm, norm))
+        if key is None:
             continue
-        if name in found:
-            first = headers[found[name]]
+        if key in found:
+            first = headers[found[key]]
+            shown = key.removeprefix(FIELD_PREFIX)
             raise SheetError(
-                f"{sheet_name}: columns '{first}' and '{header}' both map to the field '{name}'"
+                f"{sheet_name}: columns '{first}' and '{header}' both map to the field '{shown}'"
             )
-        found[name] = index
+        found[key] = index
     return found
+
+
+def _defaults_by_key(defaults: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
+    """[defaults] keyed like the columns: by role, or `field:NAME`."""
+    out: dict[str, Any] = {}
+    for name, value in defaults.items():
+        key = keys.get(_norm(name))
+        if key is not None:
+            out[key] = value
+    return out
 
 
 def _as_text(value: Any) -> str:
@@ -179,49 +244,183 @@ def job_key(model_id: str, normalised: Mapping[str, Any], take: int, occurrence:
 def build_plan(
     headers: Sequence[str],
     rows: Sequence[tuple[int, Sequence[Any]]],
-    model: ModelSpec,
+    model: ModelSpec | Sequence[ModelSpec],
     *,
     columns: Mapping[str, str] | None = None,
     defaults: Mapping[str, Any] | None = None,
     sheet_name: str = "sheet",
+    catalog: ModelCatalog | None = None,
 ) -> SheetPlan:
-    """Validate every (row number, values) pair and expand valid rows into job specs."""
-    mapping = map_columns(headers, model, columns=columns, sheet_name=sheet_name)
-    defaults = dict(defaults or {})
-    missing = [n for n in model.required if n not in mapping and _is_empty(defaults.get(n))]
-    if missing:
-        names = ", ".join(f"'{n}'" for n in missing)
-        plural = "s" if len(missing) > 1 else ""
-        raise SheetError(f"{sheet_name}: missing required column{plural} {names}")
+    """Validate every (row number, values) pair and expand valid rows into job specs.
+
+    `model` is the sheet's model (or models, from `--model a|b`); a `model` column names a
+    row's own, by id or alias, looked up in `catalog` (the shipped models by default).
+    """
+    default_models = [model] if isinstance(model, ModelSpec) else list(model)
+    catalog = catalog or ModelCatalog(list(load_catalog()) + default_models)
+    keys = column_keys(catalog)
+    mapping = map_columns(headers, columns=columns, sheet_name=sheet_name, catalog=catalog)
+    by_key = _defaults_by_key(defaults or {}, keys)
+    sheet = _Sheet(headers, mapping, by_key, catalog, default_models)
+    _check_required(sheet, rows, sheet_name)
     plan = SheetPlan(row_count=len(rows))
+    plan.multi_model = MODEL_COLUMN in mapping or len(default_models) > 1
     seen: dict[str, int] = {}
     for number, values in rows:
-        _plan_row(plan, seen, number, values, headers, mapping, model, defaults)
+        _plan_row(plan, seen, sheet, number, values)
+    for (model_name, column, message), (first, count) in sheet.warned.items():
+        rows_said = f" ({count} rows)" if count > 1 else ""
+        plan.warnings.append(Problem(first, column, message + rows_said, model_name))
     return plan
+
+
+@dataclass
+class _Sheet:
+    """What every row of one sheet shares: its columns, defaults and models."""
+
+    headers: Sequence[str]
+    mapping: Mapping[str, int]
+    defaults: Mapping[str, Any]
+    catalog: ModelCatalog
+    default_models: list[ModelSpec]
+    warned: dict[tuple[str, str, str], tuple[int, int]] = field(default_factory=dict)
+
+    def column(self, key: str) -> str:
+        """The header a key is read from (the key itself when it comes from [defaults])."""
+        index = self.mapping.get(key)
+        return self.headers[index] if index is not None else key.removeprefix(FIELD_PREFIX)
+
+    def raw(self, values: Sequence[Any], key: str) -> Any:
+        """A row's cell for a key, else its [defaults] value."""
+        index = self.mapping.get(key)
+        value = values[index] if index is not None and index < len(values) else None
+        return self.defaults.get(key) if _is_empty(value) else value
+
+    def warn(self, row: int, model: ModelSpec, key: str, message: str) -> None:
+        """Count a warning once per model, column and message, remembering its first row."""
+        slot = (model.name, self.column(key), message)
+        first, count = self.warned.get(slot, (row, 0))
+        self.warned[slot] = (first, count + 1)
+
+    @property
+    def primary(self) -> ModelSpec:
+        """The sheet's first model: its job_id jobs keep their bare ids."""
+        return self.default_models[0]
+
+
+def _key_of(model: ModelSpec, name: str) -> str:
+    return model.role_of(name) or _field_key(name)
+
+
+def _check_required(
+    sheet: _Sheet, rows: Sequence[tuple[int, Sequence[Any]]], sheet_name: str
+) -> None:
+    """A model the sheet uses whose required input has no column and no default."""
+    used = list(sheet.default_models)
+    if MODEL_COLUMN in sheet.mapping:
+        names = {
+            part.strip()
+            for _, values in rows
+            for part in str(sheet.raw(values, MODEL_COLUMN) or "").split("|")
+            if part.strip()
+        }
+        used = [m for m in (sheet.catalog.find(n) for n in sorted(names)) if m is not None]
+        used = used or list(sheet.default_models)
+    for model in dict.fromkeys(used):
+        missing = [
+            name
+            for name in model.required
+            if _key_of(model, name) not in sheet.mapping
+            and _is_empty(sheet.defaults.get(_key_of(model, name)))
+        ]
+        if missing:
+            names = ", ".join(
+                f"'{n}'" + (f" (or '{r}')" if (r := model.role_of(n)) and r != n else "")
+                for n in missing
+            )
+            plural = "s" if len(missing) > 1 else ""
+            needed = f" for {model.name}" if len(used) > 1 else ""
+            raise SheetError(f"{sheet_name}: missing required column{plural} {names}{needed}")
+
+
+def _row_models(
+    sheet: _Sheet, number: int, values: Sequence[Any], problems: list[Problem]
+) -> list[ModelSpec]:
+    raw = sheet.raw(values, MODEL_COLUMN)
+    if _is_empty(raw):
+        return list(sheet.default_models)
+    models: list[ModelSpec] = []
+    for part in _as_text(raw).split("|"):
+        name = part.strip()
+        if not name:
+            continue
+        found = sheet.catalog.find(name)
+        if found is None:
+            message = sheet.catalog.unknown_message(name)
+            problems.append(Problem(number, sheet.column(MODEL_COLUMN), message))
+        elif found not in models:
+            models.append(found)
+    return models or list(sheet.default_models)
 
 
 def _plan_row(
     plan: SheetPlan,
     seen: dict[str, int],
+    sheet: _Sheet,
     number: int,
     values: Sequence[Any],
-    headers: Sequence[str],
-    mapping: Mapping[str, int],
-    model: ModelSpec,
-    defaults: Mapping[str, Any],
 ) -> None:
+    problems: list[Problem] = []
+    models = _row_models(sheet, number, values, problems)
+    takes, job_id = _takes_and_id(values, sheet.headers, sheet.mapping, number, problems)
+    if job_id is not None:
+        first_row = seen.setdefault(f"job_id:{job_id}", number)
+        if first_row != number:
+            column = sheet.column(JOB_ID_COLUMN)
+            problems.append(
+                Problem(number, column, f"job_id '{job_id}' is already used on row {first_row}")
+            )
+    per_model = {m.model_id: _model_choices(plan, sheet, m, number, values) for m in models}
+    if problems:  # the whole row: its models' own problems are said as the row's
+        plan.invalid[number] = problems + [
+            Problem(p.row, p.column, f"{p.model}: {p.message}")
+            for _, bad in per_model.values()
+            for p in bad
+        ]
+        return
+    jobs: list[JobSpec] = []
+    for model in models:
+        choices, bad = per_model[model.model_id]
+        if bad:
+            plan.invalid.setdefault(number, []).extend(bad)
+            continue
+        plan.models[model.model_id] = model
+        jobs += _expand(plan, seen, sheet, model, number, choices, takes, job_id)
+    for job in jobs[1:] if job_id is not None else []:
+        # `id[take 2]` is also a job_id another row could use: one key, two jobs
+        first_row = seen.setdefault(f"job_id:{job.key}", number)
+        if first_row != number:
+            column = sheet.column(JOB_ID_COLUMN)
+            message = f"job_id '{job_id}' makes job '{job.key}', the job_id of row {first_row}"
+            plan.invalid[number] = [Problem(number, column, message)]
+            return
+    plan.jobs.extend(jobs)
+
+
+def _model_choices(
+    plan: SheetPlan, sheet: _Sheet, model: ModelSpec, number: int, values: Sequence[Any]
+) -> tuple[dict[str, list[Any]], list[Problem]]:
+    """One model's values for a row (each multi-value cell split), and its problems."""
     problems: list[Problem] = []
     choices: dict[str, list[Any]] = {}
     for name, spec in model.fields.items():
-        index = mapping.get(name)
-        column = headers[index] if index is not None else name
-        raw = values[index] if index is not None and index < len(values) else None
-        if _is_empty(raw):
-            raw = defaults.get(name)
+        key = _key_of(model, name)
+        column = sheet.column(key)
+        raw = sheet.raw(values, key)
         if _is_empty(raw):
             if spec.required:
                 problems.append(
-                    Problem(number, column, f"{name} is required but the cell is empty")
+                    Problem(number, column, f"{name} is required but the cell is empty", model.name)
                 )
             continue
         parts = str(raw).split("|") if spec.multi and isinstance(raw, str) else [raw]
@@ -229,7 +428,7 @@ def _plan_row(
         for part in parts:
             outcome = _coerce_cached(spec, part, name)
             if isinstance(outcome, ValueError):
-                problems.append(Problem(number, column, str(outcome)))
+                problems.append(Problem(number, column, str(outcome), model.name))
             else:
                 coerced.append(outcome)
         if coerced:
@@ -243,22 +442,63 @@ def _plan_row(
                         column,
                         f"{name} is {len(text)} characters; under {spec.soft_max_length} "
                         "gives the best results",
+                        model.name if plan.multi_model else "",
                     )
                 )
-    takes, job_id = _takes_and_id(values, headers, mapping, number, problems)
-    if job_id is not None:
-        first_row = seen.setdefault(f"job_id:{job_id}", number)
-        if first_row != number:
-            column = headers[mapping[JOB_ID_COLUMN]]
-            problems.append(
-                Problem(number, column, f"job_id '{job_id}' is already used on row {first_row}")
+    _not_taken(sheet, model, number, values, problems)
+    return choices, problems
+
+
+def _not_taken(
+    sheet: _Sheet, model: ModelSpec, number: int, values: Sequence[Any], problems: list[Problem]
+) -> None:
+    """Given inputs this model has no field for: invalid where they change the result."""
+    for key in sheet.mapping.keys() | sheet.defaults.keys():
+        if key in (TAKES_COLUMN, JOB_ID_COLUMN, MODEL_COLUMN) or _is_empty(sheet.raw(values, key)):
+            continue
+        if key.startswith(FIELD_PREFIX):
+            if key.removeprefix(FIELD_PREFIX) not in model.fields:
+                sheet.warn(
+                    number, model, key, f"{model.name} has no input '{sheet.column(key)}'; left out"
+                )
+            continue
+        if key in model.roles:
+            continue
+        if key in RESULT_ROLES:
+            what = (
+                "a text-to-video model takes no image"
+                if (key in ("image", "end_image") and model.kind == "t2v")
+                else f"{model.name} takes no {key.replace('_', ' ')}"
             )
-    if problems:
-        plan.invalid[number] = problems
-        return
+            problems.append(
+                Problem(number, sheet.column(key), f"{what}; the video would ignore it", model.name)
+            )
+        else:
+            sheet.warn(
+                number,
+                model,
+                key,
+                f"{model.name} takes no {key.replace('_', ' ')}; left out, the model decides",
+            )
+
+
+def _expand(
+    plan: SheetPlan,
+    seen: dict[str, int],
+    sheet: _Sheet,
+    model: ModelSpec,
+    number: int,
+    choices: Mapping[str, list[Any]],
+    takes: int,
+    job_id: str | None,
+) -> list[JobSpec]:
+    """A model's jobs for one row: one per combination of its multi-value cells and take."""
     names = list(choices)
     combos = list(itertools.product(*(choices[n] for n in names)))
     many = len(combos) * takes > 1
+    # a job_id row's jobs for any model but the sheet's first get the model in their key,
+    # so naming another model later adds jobs and never re-keys the first model's
+    suffix = "" if model is sheet.primary else f"@{model.model_id}"
     jobs: list[JobSpec] = []
     for number_in_row, combo in enumerate(combos):
         payload = dict(zip(names, combo, strict=True))
@@ -270,28 +510,27 @@ def _plan_row(
                 # the row's first job keeps the bare id, so adding takes or variants later
                 # never re-keys (and re-pays for) the job that already ran
                 first = number_in_row == 0 and take == 1
-                key = job_id if first or not many else f"{job_id}[{take_label}]"
+                key = job_id + suffix if first or not many else f"{job_id}{suffix}[{take_label}]"
             else:
                 key = job_key(model.model_id, normalised, take, 1)
                 seen[key] = seen.get(key, 0) + 1
                 if seen[key] > 1:  # an identical row above: this one is another job
                     key = job_key(model.model_id, normalised, take, seen[key])
             cost = _cost_cached(model, normalised)
-            jobs.append(JobSpec(key, number, model.model_id, payload, take, take_label, cost))
-    for job in jobs[1:] if job_id is not None else []:
-        # `id[take 2]` is also a job_id another row could use: one key, two jobs
-        first_row = seen.setdefault(f"job_id:{job.key}", number)
-        if first_row != number:
-            column = headers[mapping[JOB_ID_COLUMN]]
-            message = f"job_id '{job_id}' makes job '{job.key}', the job_id of row {first_row}"
-            plan.invalid[number] = [Problem(number, column, message)]
-            return
-    plan.jobs.extend(jobs)
+            shown = (
+                ", ".join(x for x in (model.name, take_label) if x)
+                if plan.multi_model
+                else take_label
+            )
+            jobs.append(
+                JobSpec(key, number, model.model_id, payload, take, shown, cost, model.name)
+            )
+    return jobs
 
 
 # Sheets repeat the same settings on row after row: coerce each distinct cell value once.
 _COERCED: dict[tuple[int, str, Any], Any] = {}
-_COSTS: dict[tuple[str, tuple[Any, ...]], float | None] = {}
+_COSTS: dict[tuple[int, str, tuple[Any, ...]], float | None] = {}
 _CACHE_LIMIT = 100_000
 
 
@@ -320,8 +559,9 @@ def _coerce_cached(spec: FieldSpec, value: Any, label: str) -> Any:
 
 def _cost_cached(model: ModelSpec, normalised: Mapping[str, Any]) -> float | None:
     """The model's cost estimate, once per distinct priced combination."""
-    by = model.pricing.get("by", []) + (["duration"] if "duration" in model.fields else [])
-    cache_key = (model.model_id, tuple(normalised.get(n) for n in by))
+    by = [*model.pricing.get("by", []), model.duration_field or ""]
+    # by the spec object too: a job file's [prices] gives the same id another price
+    cache_key = (id(model), model.model_id, tuple(normalised.get(n) for n in by))
     if cache_key not in _COSTS:
         if len(_COSTS) >= _CACHE_LIMIT:
             _COSTS.clear()

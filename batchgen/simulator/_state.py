@@ -10,12 +10,12 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 from batchgen.errors import ConfigError
-from batchgen.models import get_model
+from batchgen.models import ModelSpec, get_model
 from batchgen.simulator._app import SimulatorApp
+from batchgen.simulator._schema import validate_input
 from batchgen.simulator._types import (
     EXCLUSIVE_KINDS,
     Reply,
@@ -79,33 +79,28 @@ class _Fenwick:
         return total
 
 
-@cache
-def _required_fields(model_id: str) -> tuple[str, ...]:
+def _model(model_id: str) -> ModelSpec | None:
     try:
-        return tuple(get_model(model_id).required)
+        return get_model(model_id)
     except ConfigError:  # a model listed in the config but without a data file
-        return ("prompt",)
+        return None
 
 
 def _cost(model_id: str, payload: dict[str, Any]) -> float:
+    model = _model(model_id)
     try:
-        cost = get_model(model_id).estimate_cost(payload)
-    except (ConfigError, KeyError, TypeError, ValueError):
+        cost = model.estimate_cost(payload) if model is not None else None
+    except (KeyError, TypeError, ValueError):
         cost = None
     return DEFAULT_COST if cost is None else cost
 
 
 def validate(model_id: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """Problems with the payload's required fields, as a FastAPI-style `detail` list."""
-    detail = []
-    for name in _required_fields(model_id):
-        value = payload.get(name)
-        if value is None:
-            detail.append({"loc": ["body", name], "msg": "field required", "type": "missing"})
-        elif not isinstance(value, str) or not value.strip():
-            msg = "must be a non-empty string"
-            detail.append({"loc": ["body", name], "msg": msg, "type": "value_error"})
-    return detail
+    """Problems with the payload for this model's schema, as a FastAPI-style `detail` list."""
+    model = _model(model_id)
+    if model is None:  # served by configuration, without a data file: no schema to check
+        return []
+    return validate_input(model, payload)
 
 
 class Simulator:

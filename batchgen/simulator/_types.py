@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchgen.models import DEFAULT_MODEL_ID
+from batchgen.models import available_models
 
 # The fault kinds that exclude each other, in the order their probabilities are stacked.
 EXCLUSIVE_KINDS = (
@@ -58,7 +58,8 @@ class SimulatorConfig:
     token: str | None = None  # None: any non-empty Bearer token is accepted
     seed: int | None = None  # makes durations, failures and faults reproducible
     faults: Faults = field(default_factory=Faults)
-    models: tuple[str, ...] = (DEFAULT_MODEL_ID,)
+    # every shipped model, each held to its own schema
+    models: tuple[str, ...] = field(default_factory=lambda: tuple(available_models()))
     balance: float | None = None  # dollars; None = unlimited
     media_host: str = "localhost"  # a different host name than the API's, to catch token leaks
     # Some APIs answer 404 to a result that is not ready yet; the client must cope with both.
