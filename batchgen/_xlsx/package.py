@@ -35,7 +35,8 @@ def results_sheet_xml(headers: list[str], rows: list[list[object]]) -> Iterator[
     out.append(f'<worksheet xmlns="{NS_MAIN}">')
     out.append(f'<dimension ref="A1:{col_letter(width - 1)}{len(rows) + 1}"/>')
     out.append("<sheetData>")
-    for n, values in enumerate([list(headers), *rows], start=1):
+    header_row: list[object] = list(headers)
+    for n, values in enumerate([header_row, *rows], start=1):
         out.append(f'<row r="{n}">')
         for c, value in enumerate(values):
             if type(value) is str and value:  # the common case, inlined for speed

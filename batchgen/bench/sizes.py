@@ -45,10 +45,10 @@ class _Stage:
 def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
     """Load+validate, resume a nearly-done ledger, write back every row; timed stages."""
     from batchgen import report, sheets
+    from batchgen.batch import bulk_allocations, load_batch
     from batchgen.config import build_config
     from batchgen.ledger import Ledger, ledger_url
     from batchgen.resume import resume
-    from batchgen.runner import bulk_allocations, load_batch
 
     config = build_config(sheet, db=str(db))
     with _Stage() as load:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import anyio
 
@@ -90,7 +91,9 @@ class Following(PoolBase):
                 if state == "in_queue":
                     self.clock.saw_queued()
                 if state != record.state or answer.queue_position != record.queue_position:
-                    extra = {"started_at": time.time()} if state == "in_progress" else {}
+                    extra: dict[str, Any] = (
+                        {"started_at": time.time()} if state == "in_progress" else {}
+                    )
                     await self._set(key, state=state, queue_position=answer.queue_position, **extra)
         finally:
             self._release()
@@ -137,6 +140,7 @@ class Following(PoolBase):
         final = normalise_status(result.status)
         if final not in FINAL_STATUSES:
             return False
+        error: str | None
         if final == "completed" and not result.video_url:
             final = "failed"
             error = result.error or "the API reported completion but gave no video URL"
