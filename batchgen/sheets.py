@@ -425,6 +425,10 @@ def _atomic_write(target: Path, data: bytes, default_mode: int) -> None:
     real = Path(os.path.realpath(target))  # replace a symlink's target, not the link
     try:
         st = real.stat() if real.exists() else None
+        if st is not None and st.st_size == len(data) and _holds(real, data):
+            # nothing changed: leave the file untouched (a synced folder would upload it
+            # again, an open Excel would say it changed on disk)
+            return
         mode = (st.st_mode & 0o7777) if st is not None else default_mode
         fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
     except OSError as exc:
@@ -446,6 +450,14 @@ def _atomic_write(target: Path, data: bytes, default_mode: int) -> None:
             raise _fail(target, f"cannot be written ({exc.strerror or exc})") from exc
         raise
     _fsync_dir(real.parent)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file at `path` holds exactly `data`."""
+    try:
+        return path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def _fsync_dir(directory: Path) -> None:
