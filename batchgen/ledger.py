@@ -482,3 +482,66 @@ def _local_time(epoch: float) -> str:
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+class CancelRequests:
+    """`batchgen cancel` telling a run in progress to stop submitting, through the ledger.
+
+    A row of run_cancels, keyed by the run's id: a run on another host sharing a PostgreSQL
+    ledger sees it as surely as one on this host (a signal or a local file would not reach
+    it). The run acknowledges once it submits nothing more, and deletes the row as it ends.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def request(self, holder: LockInfo) -> None:
+        """Ask the run holding a sheet (`holder`) to stop submitting."""
+        statement = _insert_new(
+            "run_cancels", ["run_id", "scope", "requested_at", "requested_by"], "run_id"
+        )
+        row = {
+            "run_id": holder.run_id,
+            "scope": holder.scope,
+            "requested_at": time.time(),
+            "requested_by": f"process {os.getpid()} on {HOST}",
+        }
+        with self._ledger._write() as cursor:
+            cursor.execute(self._ledger._sql(statement), row)
+
+    def requested(self, run_id: str) -> str | None:
+        """Who asked run `run_id` to stop submitting, or None if nobody has."""
+        with self._ledger._read() as cursor:
+            cursor.execute(
+                self._ledger._sql("SELECT requested_by FROM run_cancels WHERE run_id = :run"),
+                {"run": run_id},
+            )
+            row = cursor.fetchone()
+        return None if row is None else str(row[0])
+
+    def acknowledge(self, run_id: str) -> None:
+        """Record that run `run_id` submits nothing more."""
+        with self._ledger._write() as cursor:
+            cursor.execute(
+                self._ledger._sql(
+                    "UPDATE run_cancels SET acknowledged_at = :now WHERE run_id = :run"
+                ),
+                {"now": time.time(), "run": run_id},
+            )
+
+    def acknowledged(self, run_id: str) -> bool:
+        """Whether run `run_id` has stopped submitting (or ended: its request is gone)."""
+        with self._ledger._read() as cursor:
+            cursor.execute(
+                self._ledger._sql("SELECT acknowledged_at FROM run_cancels WHERE run_id = :run"),
+                {"run": run_id},
+            )
+            row = cursor.fetchone()
+        return row is None or row[0] is not None
+
+    def forget(self, run_id: str) -> None:
+        """Delete run `run_id`'s request as the run ends."""
+        with self._ledger._write() as cursor:
+            cursor.execute(
+                self._ledger._sql("DELETE FROM run_cancels WHERE run_id = :run"), {"run": run_id}
+            )
