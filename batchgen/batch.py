@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchgen import report, sheets
 from batchgen.config import RunConfig
@@ -19,6 +20,9 @@ from batchgen.errors import ConfigError
 from batchgen.ledger import JobRecord, Ledger, LockInfo, ledger_url
 from batchgen.models import ModelCatalog, ModelSpec, load_catalog
 from batchgen.specs import Problem, SheetPlan, build_plan
+
+if TYPE_CHECKING:
+    from batchgen.imagecheck import ImageProblem
 
 
 @contextlib.contextmanager
@@ -146,17 +150,18 @@ def batch_status(config: RunConfig) -> StatusReport:
 
 @dataclass
 class CheckResult:
-    """What `batchgen check` found."""
+    """What `batchgen check` found; a row with a bad image is invalid, and its jobs not valid."""
 
     batch: Batch
     estimated_cost: float
-    image_problems: list[Problem] = field(default_factory=list)
+    image_problems: list[ImageProblem] = field(default_factory=list)
+    invalid_rows: list[int] = field(default_factory=list)
+    valid_jobs: int = 0
 
 
 def check_batch(config: RunConfig, *, images: bool = False) -> CheckResult:
     """Validate a sheet (and optionally its images) and estimate its cost; sends nothing."""
     batch = load_batch(config)
-    cost = sum(job.estimated_cost or 0.0 for job in batch.plan.jobs)
     for model in batch.plan.unpriced:
         jobs = [job for job in batch.plan.jobs if job.model_id == model.model_id]
         unknown = [job for job in jobs if job.estimated_cost is None]
@@ -171,12 +176,16 @@ def check_batch(config: RunConfig, *, images: bool = False) -> CheckResult:
                 model.name,
             )
         )
-    problems: list[Problem] = []
+    problems: list[ImageProblem] = []
     if images:
         from batchgen import imagecheck
 
         problems = imagecheck.check_images(batch.plan, batch.model)
-    return CheckResult(batch, cost, problems)
+    bad_images = {row for problem in problems for row in problem.rows}
+    valid = [job for job in batch.plan.jobs if job.row not in bad_images]
+    cost = sum(job.estimated_cost or 0.0 for job in valid)
+    invalid = sorted(set(batch.plan.invalid) | bad_images)
+    return CheckResult(batch, cost, problems, invalid, len(valid))
 
 
 def eta_seconds(outcome: report.Outcome, holder: LockInfo) -> float | None:

@@ -8,6 +8,7 @@ call the API, so `--help`, `status`, `check` and `report` start without them.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import traceback
@@ -21,6 +22,7 @@ from batchgen import batch, cli_tools, console
 from batchgen.config import RunConfig, build_config
 from batchgen.errors import EXIT_CANNOT_START, EXIT_SIGINT, EXIT_SIGTERM, BatchgenError
 from batchgen.models import DEFAULT_MODEL_ID
+from batchgen.paths import shown
 
 if TYPE_CHECKING:
     from batchgen.runner import RunResult
@@ -59,7 +61,11 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."
         ),
-        click.option("--log-file", default=None, help="Also append log lines to this file."),
+        click.option(
+            "--log-file",
+            default=None,
+            help="Also append everything the command reports, with date and time, to this file.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -73,7 +79,10 @@ def setup_output(verbose: bool, quiet: bool, log_file: str | None) -> None:
 
 
 def _config(target: str, **flags: Any) -> RunConfig:
-    return build_config(target, **flags)
+    config = build_config(target, **flags)
+    if config.log_file is not None:  # `log_file` of a job file (a --log-file is open already)
+        console.add_log_file(config.log_file)
+    return config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,7 +91,7 @@ def cli() -> None:
     """Run prompt sheets as generation jobs on RunComfy's Model API."""
 
 
-@cli.command()
+@cli.command(short_help="Run every job of a sheet or job file and write the results back.")
 @_common
 @click.option(
     "--concurrency",
@@ -97,6 +106,12 @@ def cli() -> None:
     help="Write results here instead of into the sheet.",
 )
 @click.option("--retry-failed", is_flag=True, default=None, help="Submit failed jobs again.")
+@click.option(
+    "--retry-cancelled",
+    is_flag=True,
+    default=None,
+    help="Submit jobs cancelled by `batchgen cancel` again.",
+)
 @click.option(
     "--resubmit-unknown",
     is_flag=True,
@@ -147,7 +162,7 @@ def run(
     run, 130/143 interrupted.
     """
     setup_output(verbose, quiet, log_file)
-    config = _config(target, **flags)
+    config = _config(target, log_file=log_file, **flags)
     sys.exit(run_and_report(config, quiet=quiet, as_json=as_json).exit_code)
 
 
@@ -163,13 +178,21 @@ def run_and_report(
     finally:
         reporter.stop()
     lines = console.final_lines(
-        result.outcome, written=str(result.written_to) if result.written_to else None
+        result.outcome,
+        written=str(result.written_to) if result.written_to else None,
+        jobfile=config.jobfile is not None,
     )
     if result.stopped_by:
         lines.insert(0, f"stopped by {result.stopped_by}; rerun the same command to continue")
-    out_err = as_json
+    if result.cancelled_by:
+        lines.insert(
+            0,
+            f"cancelled by `batchgen cancel` ({result.cancelled_by}): nothing more was "
+            "submitted; jobs that were already running were followed to their end",
+        )
     for line in lines:  # the final summary is printed even with --quiet
-        click.echo(line, err=out_err)
+        click.echo(line, err=as_json)
+        console.to_log_file(line)
     if as_json:
         summary = result.outcome.as_dict() | {
             "exit_code": result.exit_code,
@@ -177,12 +200,13 @@ def run_and_report(
             "written_to": str(result.written_to) if result.written_to else None,
             "api_calls": result.calls,
             "notices": result.notices,
+            "cancelled_by": result.cancelled_by,
         }
         click.echo(json.dumps(summary, indent=2))
     return result
 
 
-@cli.command()
+@cli.command(short_help="Validate a sheet and estimate its cost; submits nothing.")
 @_common
 @click.option(
     "--images", is_flag=True, help="Also fetch each distinct image and check its size and shape."
@@ -201,19 +225,19 @@ def check(
     config = _config(target, **flags)
     checked = batch.check_batch(config, images=images)
     plan = checked.batch.plan
-    problems = [
-        p for row in sorted(plan.invalid) for p in plan.invalid[row]
-    ] + checked.image_problems
+    problems = [p for row in sorted(plan.invalid) for p in plan.invalid[row]]
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "rows": plan.row_count,
                     "jobs": len(plan.jobs),
-                    "invalid_rows": sorted({p.row for p in problems}),
+                    "valid_jobs": checked.valid_jobs,
+                    "invalid_rows": checked.invalid_rows,
                     "problems": [
                         {"row": p.row, "column": p.column, "message": p.message} for p in problems
                     ],
+                    "image_problems": [vars(p) for p in checked.image_problems],
                     "warnings": [
                         {"row": p.row, "column": p.column, "message": p.message}
                         for p in plan.warnings
@@ -224,19 +248,21 @@ def check(
             )
         )
     else:
-        click.echo(f"{config.sheet.name}: {plan.row_count} rows, {len(plan.jobs)} jobs")
-        for problem in problems:
-            click.echo(f"error: {problem}")
+        click.echo(f"{shown(config.sheet)}: {plan.row_count} rows, {len(plan.jobs)} jobs")
+        for line in [*problems, *checked.image_problems]:
+            click.echo(f"error: {line}")
         for warning in plan.warnings:
             click.echo(f"warning: {warning}")
-        click.echo(f"estimated cost: ${checked.estimated_cost:.2f} for {len(plan.jobs)} valid jobs")
+        invalid = len(checked.invalid_rows)
         click.echo(
-            "all rows valid" if not problems else f"{len({p.row for p in problems})} invalid row(s)"
+            f"estimated cost: ${checked.estimated_cost:.2f} for {checked.valid_jobs} valid "
+            f"job(s) of {plan.row_count - invalid} valid row(s)"
         )
-    sys.exit(0 if not problems else 1)
+        click.echo("all rows valid" if not invalid else f"{invalid} invalid row(s)")
+    sys.exit(0 if not checked.invalid_rows else 1)
 
 
-@cli.command()
+@cli.command(short_help="Show jobs by state, the spend so far and the run in progress.")
 @_common
 def status(
     target: str, verbose: bool, quiet: bool, as_json: bool, log_file: str | None, **flags: Any
@@ -276,41 +302,66 @@ def status(
         click.echo("no run in progress")
 
 
-@cli.command()
+@cli.command(short_help="Stop a sheet's spending: no more submits, queued jobs cancelled.")
 @_common
 def cancel(
     target: str, verbose: bool, quiet: bool, as_json: bool, log_file: str | None, **flags: Any
 ) -> None:
-    """Cancel every job of the sheet still queued at the provider."""
-    setup_output(verbose, quiet, log_file)
-    config = _config(target, **flags)
-    from batchgen import runner
+    """Stop the spending of SHEET_OR_JOBFILE.
 
-    result = runner.cancel_batch(config)
+    A run in progress (on any host sharing the ledger) learns of it through the ledger within
+    seconds and submits nothing more; its rows never submitted end `cancelled`. Every job
+    still queued at RunComfy is cancelled; running ones cannot be and are listed. A later run
+    submits cancelled jobs only with --retry-cancelled. Exit codes: 0 done, 1 partly done (a
+    cancel call failed, or the run in progress did not confirm in time), 2 nothing done.
+    """
+    setup_output(verbose, quiet, log_file)
+    config = _config(target, log_file=log_file, **flags)
+    from batchgen.cancel import cancel_batch
+
+    result = cancel_batch(config)
+    run = result.run
     if as_json:
+        info = {"pid": run.pid, "host": run.host, "confirmed": result.confirmed} if run else None
         click.echo(
             json.dumps(
                 {
+                    "run_in_progress": info,
                     "cancelled_rows": result.cancelled,
                     "not_cancellable_rows": result.not_cancellable,
+                    "never_submitted_rows": result.never_submitted,
                     "errors": result.errors,
+                    "exit_code": result.exit_code,
                 },
                 indent=2,
             )
         )
-        return
-    click.echo(f"cancelled {len(result.cancelled)} queued job(s)")
-    if result.not_cancellable:
-        rows = ", ".join(str(r) for r in sorted(result.not_cancellable))
-        click.echo(
-            f"{len(result.not_cancellable)} job(s) already running cannot be cancelled "
-            f"(the API cannot stop them); rows {rows}"
+    lines = []
+    if run is not None:
+        who = f"the run in progress (process {run.pid} on {run.host})"
+        lines.append(
+            f"{who} submits nothing more"
+            if result.confirmed
+            else f"{who} has not confirmed yet; it submits nothing more once it reads the ledger"
         )
-    for error in result.errors:
-        click.echo(f"error: {error}", err=True)
+    lines.append(f"cancelled {len(result.cancelled)} queued job(s)")
+    if result.never_submitted:
+        rows = ", ".join(str(r) for r in result.never_submitted)
+        lines.append(f"{len(result.never_submitted)} row(s) never submitted end cancelled: {rows}")
+    if result.not_cancellable:
+        rows = ", ".join(str(r) for r in result.not_cancellable)
+        lines.append(
+            f"{len(result.not_cancellable)} job(s) already running cannot be cancelled "
+            f"(the API cannot stop them; they finish and are paid for): rows {rows}"
+        )
+    lines += [f"error: {error}" for error in result.errors]
+    for line in lines:
+        click.echo(line, err=as_json or line.startswith("error:"))
+        console.to_log_file(line)
+    sys.exit(result.exit_code)
 
 
-@cli.command(name="report")
+@cli.command(name="report", short_help="Write one HTML page of every job and its video.")
 @_common
 @click.option(
     "--output",
@@ -337,7 +388,7 @@ def report_command(
     if as_json:
         click.echo(json.dumps({"written_to": str(written)}, indent=2))
     else:
-        click.echo(str(written))
+        click.echo(shown(written))
 
 
 for _command in cli_tools.COMMANDS:
@@ -352,32 +403,39 @@ def _terminate(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: maps batchgen's errors to one-line messages and exit codes."""
     signal.signal(signal.SIGTERM, _terminate)
+    code = _main(argv)
+    console.to_log_file(f"exit {code}")  # the log's last word on every command
+    sys.exit(code)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="batchgen", standalone_mode=False)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(EXIT_CANNOT_START)
+        return EXIT_CANNOT_START
     except click.exceptions.Abort:
-        sys.exit(EXIT_SIGINT)
+        return EXIT_SIGINT
     except BatchgenError as exc:
-        if _VERBOSE["on"]:
-            traceback.print_exc()
-        click.echo(f"batchgen: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        return _fail(f"batchgen: error: {exc}", exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("batchgen: interrupted", err=True)
-        sys.exit(EXIT_SIGINT)
+        return _fail("batchgen: interrupted", EXIT_SIGINT)
     except Exception as exc:  # a bug: one line unless --verbose
-        if _VERBOSE["on"]:
-            traceback.print_exc()
-        click.echo(
-            f"batchgen: internal error: {type(exc).__name__}: {exc} "
-            "(rerun with --verbose for details)",
-            err=True,
-        )
-        sys.exit(3)
+        message = f"batchgen: internal error: {type(exc).__name__}: {exc}"
+        return _fail(message + " (rerun with --verbose for details)", 3)
+    return 0
+
+
+def _fail(message: str, code: int) -> int:
+    if _VERBOSE["on"] and code != EXIT_SIGINT:
+        traceback.print_exc()
+    click.echo(message, err=True)
+    console.to_log_file(message, level=logging.ERROR)
+    return code
 
 
 if __name__ == "__main__":

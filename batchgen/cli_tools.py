@@ -13,11 +13,12 @@ from pathlib import Path
 import click
 
 from batchgen.errors import ConfigError
+from batchgen.paths import shown
 
 SAMPLE_SHEETS = Path(__file__).resolve().parent.parent / "sample_sheets"
 
 
-@click.command()
+@click.command(short_help="Serve a local stand-in for the Model API: rehearse without a token.")
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback)."
 )
@@ -35,7 +36,13 @@ SAMPLE_SHEETS = Path(__file__).resolve().parent.parent / "sample_sheets"
 @click.option(
     "--max-duration", type=float, default=6.0, show_default=True, help="Longest job, seconds."
 )
-@click.option("--failure-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option(
+    "--failure-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of jobs that end failed.",
+)
 @click.option(
     "--fault-rate",
     type=click.FloatRange(0, 1),
@@ -43,8 +50,10 @@ SAMPLE_SHEETS = Path(__file__).resolve().parent.parent / "sample_sheets"
     show_default=True,
     help="Chance that a call fails in some way (spread over every fault kind).",
 )
-@click.option("--token", default=None, help="Only accept this bearer token (default: any).")
-@click.option("--seed", type=int, default=None)
+@click.option(
+    "--token", default=None, help="Accept only this token (default: any non-empty token)."
+)
+@click.option("--seed", type=int, default=None, help="Make durations, failures and faults repeat.")
 def simulate(
     host: str,
     port: int,
@@ -56,7 +65,19 @@ def simulate(
     token: str | None,
     seed: int | None,
 ) -> None:
-    """Serve a local stand-in for the Model API until Ctrl-C."""
+    """Serve a local stand-in for RunComfy's Model API until Ctrl-C.
+
+    \b
+    Aim a run at it from another shell (it prints these lines with its port):
+      export RUNCOMFY_BASE_URL=http://127.0.0.1:8787
+      export RUNCOMFY_API_TOKEN=simulated
+    or per command: batchgen run SHEET --base-url http://127.0.0.1:8787
+
+    Token: any non-empty token is accepted, or with --token only that one. Image URLs: any
+    http:// or https:// address; the simulator never fetches images (check --images does).
+    Rehearse on a copy of the sheet: the simulator's results written into the real sheet
+    would count as done.
+    """
     from batchgen import simulator
 
     faults = simulator.Faults.spread(fault_rate) if fault_rate else simulator.Faults()
@@ -72,7 +93,7 @@ def simulate(
     simulator.serve(host=host, port=port, config=config)
 
 
-@click.command()
+@click.command(short_help="Run a sample sheet against the built-in simulator; no token needed.")
 @click.option(
     "--dir",
     "directory",
@@ -112,13 +133,13 @@ def demo(directory: Path, verbose: bool) -> None:
         )
         result = run_and_report(config, quiet=False, as_json=False, token="demo-token")
     page = report_batch(config, directory / "report.html")
-    click.echo(f"demo sheet with results: {sheet.resolve()}")
-    click.echo(f"videos: {(directory / 'videos').resolve()}")
+    click.echo(f"demo sheet with results: {shown(sheet)}")
+    click.echo(f"videos: {shown(directory / 'videos')}")
     click.echo(f"open the report in a browser: {page.resolve().as_uri()}")
     sys.exit(result.exit_code)
 
 
-@click.command()
+@click.command(short_help="Benchmark batchgen and a naive runner against the simulator.")
 @click.option(
     "--jobs", type=click.IntRange(min=1), default=None, help="Jobs in the scheduling run [300]."
 )

@@ -27,6 +27,7 @@ class RunConfig:
     output: Path | None = None
     concurrency: int = 4
     retry_failed: bool = False
+    retry_cancelled: bool = False
     resubmit_unknown: bool = False
     strict: bool = False
     max_cost: float | None = None
@@ -34,6 +35,7 @@ class RunConfig:
     job_timeout: float = 1800.0
     cancel_on_exit: bool = False
     rate: float | None = None
+    log_file: Path | None = None
     columns: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     models_dir: Path | None = None
@@ -117,7 +119,7 @@ def _check(config: RunConfig) -> None:
         raise ConfigError(
             f"model must name one model or several separated by '|', not {config.model!r}"
         )
-    for name in ("output", "download"):
+    for name in ("output", "download", "log_file"):
         value = getattr(config, name)
         if value is not None:
             # absolute, so paths recorded in the ledger work from any folder

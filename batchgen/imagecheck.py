@@ -10,10 +10,29 @@ from PIL import ImageFile
 from batchgen.client import stream_prefix
 from batchgen.errors import ApiError
 from batchgen.models import ModelSpec
-from batchgen.specs import Problem, SheetPlan
+from batchgen.specs import SheetPlan
 
 MAX_HEADER_BYTES = 4 << 20  # give up looking for the image size after 4 MB
 CONCURRENT_FETCHES = 8
+
+
+@dataclass
+class ImageProblem:
+    """One image that breaks a rule, and every row that uses it in that column."""
+
+    url: str
+    column: str
+    message: str
+    rows: list[int]
+    model: str = ""  # the model's name when the sheet runs several
+
+    def __str__(self) -> str:
+        """`image URL is 200x200 px; ... (column 'first_frame_image_url', rows 2, 5)`."""
+        shown = ", ".join(map(str, self.rows[:10])) + (" …" if len(self.rows) > 10 else "")
+        count = f"; {len(self.rows)} rows" if len(self.rows) > 10 else ""
+        where = f"row {shown}" if len(self.rows) == 1 else f"rows {shown}{count}"
+        model = f", model {self.model}" if self.model else ""
+        return f"image {self.url} {self.message} ({where}, column {self.column!r}{model})"
 
 
 @dataclass
@@ -77,12 +96,13 @@ def _rules(facts: ImageFacts, rules: dict[str, float]) -> list[str]:
     return out
 
 
-def check_images(plan: SheetPlan, model: ModelSpec | None = None) -> list[Problem]:
-    """Problems with the images of every valid job (by its model's rules), each URL fetched once."""
+def check_images(plan: SheetPlan, model: ModelSpec | None = None) -> list[ImageProblem]:
+    """Problems with the images of every valid job (by its model's rules): each distinct URL
+    fetched once, and each problem reported once with every row that shares it."""
     models = dict(plan.models)
     if model is not None:
         models.setdefault(model.model_id, model)
-    targets: dict[str, list[tuple[int, str, ModelSpec]]] = {}
+    targets: dict[tuple[str, str, str], list[int]] = {}  # (url, field, model id) -> rows
     for job in plan.jobs:
         job_model = models.get(job.model_id)
         if job_model is None:
@@ -91,17 +111,17 @@ def check_images(plan: SheetPlan, model: ModelSpec | None = None) -> list[Proble
             url = job.payload.get(spec.name)
             if not spec.image or not url:
                 continue
-            place = (job.row, spec.name, job_model)
-            if place not in targets.get(url, []):
-                targets.setdefault(url, []).append(place)
-    facts = anyio.run(_probe_all, list(targets))
+            rows = targets.setdefault((url, spec.name, job_model.model_id), [])
+            if job.row not in rows:
+                rows.append(job.row)
+    facts = anyio.run(_probe_all, list(dict.fromkeys(url for url, _, _ in targets)))
     problems = []
-    for url, places in targets.items():
-        for row, name, job_model in places:
-            for message in _rules(facts[url], job_model.fields[name].image):
-                who = job_model.name if plan.multi_model else ""
-                problems.append(Problem(row, name, f"image {url} {message}", who))
-    return sorted(problems, key=lambda p: p.row)
+    for (url, name, model_id), rows in targets.items():
+        job_model = models[model_id]
+        who = job_model.name if plan.multi_model else ""
+        for message in _rules(facts[url], job_model.fields[name].image):
+            problems.append(ImageProblem(url, name, message, sorted(rows), who))
+    return sorted(problems, key=lambda p: (p.rows[0], p.url))
 
 
 async def _probe_all(urls: list[str]) -> dict[str, ImageFacts]:

@@ -183,7 +183,9 @@ def _decide(
         record.update(values)
     if record.state == "unknown" and config.resubmit_unknown:
         to_submit.append(record.key)
-    elif record.state == "failed" and config.retry_failed:
+    elif (record.state == "failed" and config.retry_failed) or (
+        record.state == "cancelled" and config.retry_cancelled
+    ):
         values = {"state": "pending", "request_id": None, "error": None, "video_url": None}
         changes.append((record.key, values))
         record.update(values)

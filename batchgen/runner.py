@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import signal
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,10 +30,10 @@ from batchgen.batch import (
     eta_seconds,
     load_batch,
     open_ledger,
-    plan_records,
     report_batch,
     write_sheet,
 )
+from batchgen.cancel import CancelReport, cancel_batch
 from batchgen.client import ApiClient, RetryPolicy, token_from_env
 from batchgen.config import RunConfig
 from batchgen.errors import (
@@ -42,14 +41,11 @@ from batchgen.errors import (
     EXIT_OK,
     EXIT_SIGINT,
     EXIT_SIGTERM,
-    ApiPermanentError,
-    ApiTransientError,
-    AuthError,
     LedgerError,
     SheetError,
 )
-from batchgen.ledger import JobRecord, Ledger
-from batchgen.pool import IN_FLIGHT, EngineOptions, Events, Pool
+from batchgen.ledger import CancelRequests, JobRecord, Ledger
+from batchgen.pool import CancelHooks, EngineOptions, Events, Pool
 from batchgen.resume import Resume, resume
 
 __all__ = [
@@ -100,6 +96,7 @@ class RunResult:
     notices: list[str] = field(default_factory=list)
     stopped_by: str | None = None
     calls: dict[str, int] = field(default_factory=dict)
+    cancelled_by: str | None = None  # who stopped it with `batchgen cancel`
 
 
 def download_name(batch: Batch) -> Callable[[JobRecord], str]:
@@ -160,8 +157,11 @@ def run_batch(
             unread, records = exc, start.records
         written = write_sheet(batch, records)
     finally:
-        ledger.release_lock(batch.scope, run_id=run_id)
-        ledger.close()
+        try:
+            CancelRequests(ledger).forget(run_id)
+        finally:
+            ledger.release_lock(batch.scope, run_id=run_id)
+            ledger.close()
     outcome = report.outcome(batch.plan, records)
     if pool.fatal is not None:
         raise pool.fatal
@@ -172,7 +172,17 @@ def run_batch(
     if pool.stop_signal is not None:
         stopped = "SIGINT" if pool.stop_signal == signal.SIGINT else "SIGTERM"
         code = EXIT_SIGINT if pool.stop_signal == signal.SIGINT else EXIT_SIGTERM
-    return RunResult(outcome, code, written, list(pool.notices), stopped, dict(pool.client_calls))
+    if pool.cancelled_by is not None and code == EXIT_OK:
+        code = EXIT_JOBS_FAILED  # a cancelled run never says all is done
+    return RunResult(
+        outcome,
+        code,
+        written,
+        list(pool.notices),
+        stopped,
+        dict(pool.client_calls),
+        pool.cancelled_by,
+    )
 
 
 def _make_pool(
@@ -206,7 +216,8 @@ def _make_pool(
         retry=RetryPolicy(),
         rate=config.rate,
     )
-    return Pool(
+    cancels = CancelRequests(ledger)
+    pool = Pool(
         ledger=ledger,
         client=client,
         records=acting,
@@ -216,68 +227,8 @@ def _make_pool(
         checkpoint=checkpoint,
         spent=start.spent,
     )
-
-
-@dataclass
-class CancelReport:
-    """What `batchgen cancel` did."""
-
-    cancelled: list[int] = field(default_factory=list)
-    not_cancellable: list[int] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    auth_error: AuthError | None = None
-
-
-def cancel_batch(config: RunConfig) -> CancelReport:
-    """Cancel every job of the sheet still queued (or unknown-state) at the provider."""
-    batch = load_batch(config)
-    token = token_from_env()
-    ledger = open_ledger(config)
-    try:
-        records = plan_records(batch, ledger)
-        targets = [r for r in records.values() if r.state in IN_FLIGHT and r.request_id]
-        result = anyio.run(_cancel_all, config, token, targets)
-        if result.auth_error is not None:
-            raise result.auth_error
-        now = time.time()
-        ledger.update_jobs(
-            [
-                (r.key, {"state": "cancelled", "finished_at": now})
-                for r in targets
-                if r.state == "cancelled"
-            ]
-        )
-        holder = ledger.live_lock_holder(batch.scope)
-        if holder is None:
-            write_sheet(batch, records)
-    finally:
-        ledger.close()
-    return result
-
-
-async def _cancel_all(config: RunConfig, token: str, targets: list[JobRecord]) -> CancelReport:
-    result = CancelReport()
-    client = ApiClient(base_url=config.api_base_url, token=token, rate=config.rate)
-    async with client, anyio.create_task_group() as tg:
-        limit = anyio.Semaphore(8)
-
-        async def one(record: JobRecord) -> None:
-            async with limit:
-                try:
-                    outcome = await client.cancel(record.request_id or "")
-                except AuthError as exc:
-                    result.auth_error = exc
-                    tg.cancel_scope.cancel()
-                    return
-                except (ApiTransientError, ApiPermanentError) as exc:
-                    result.errors.append(f"row {record.sheet_row}: {exc}")
-                    return
-            if outcome == "cancelled":
-                record.state = "cancelled"
-                result.cancelled.append(record.sheet_row or 0)
-            else:
-                result.not_cancellable.append(record.sheet_row or 0)
-
-        for record in targets:
-            tg.start_soon(one, record)
-    return result
+    pool.cancel_hooks = CancelHooks(
+        requested=lambda: cancels.requested(run_id),
+        acknowledge=lambda: cancels.acknowledge(run_id),
+    )
+    return pool

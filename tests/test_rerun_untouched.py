@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.simulator import SimulatorServer
-from tests.conftest import ad_rows, run_cli, write_csv, write_xlsx
+from tests.helpers import ad_rows, run_cli, write_csv, write_xlsx
 
 
 def _snapshot(paths: list[Path]) -> list[tuple[bytes, int, int]]:

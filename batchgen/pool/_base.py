@@ -109,6 +109,7 @@ class PoolBase:
         self._follow_scopes: set[anyio.CancelScope] = set()  # submit tasks now polling
         self._dirty = True
         self.notices: list[str] = []
+        self.cancelled_by: str | None = None  # who asked for a stop with `batchgen cancel`
 
     @property
     def client_calls(self) -> dict[str, int]:
@@ -159,7 +160,12 @@ class PoolBase:
 
     @property
     def _stopping(self) -> bool:
-        return self.stop_signal is not None or self.fatal is not None or self.balance_exhausted
+        return (
+            self.stop_signal is not None
+            or self.fatal is not None
+            or self.balance_exhausted
+            or self.cancelled_by is not None
+        )
 
     # state changes ------------------------------------------------------------
 

@@ -13,10 +13,10 @@ from batchgen.errors import (
 )
 from batchgen.groupcommit import LedgerWriter
 from batchgen.pool._base import UNKNOWN_HINT, log
-from batchgen.pool._submitting import Submitting
+from batchgen.pool._cancelling import Cancelling
 
 
-class Pool(Submitting):
+class Pool(Cancelling):
     """Runs a set of ledger jobs to the end, or until stopped."""
 
     # the run ------------------------------------------------------------------
@@ -41,12 +41,14 @@ class Pool(Submitting):
             main.start_soon(self.writer.run)
             main.start_soon(self._watch_signals)
             main.start_soon(self._checkpoints)
+            main.start_soon(self._watch_cancel)
             async with anyio.create_task_group() as work:
                 work.start_soon(self._poll_group)
                 work.start_soon(self._submit_group)
             if self.stop_signal is not None and self.options.cancel_on_exit and self.fatal is None:
                 await self._cancel_queued()
             await self._settle_unanswered()
+            await self._cancel_unsubmitted()
             await self.writer.flush()
             main.cancel_scope.cancel()
 
@@ -120,6 +122,9 @@ class Pool(Submitting):
         last_write = last_beat = time.monotonic()
         while True:
             await anyio.sleep(min(interval, self.options.heartbeat_every))
+            tick = getattr(self.events, "tick", None)
+            if tick is not None:  # a periodic summary, even when no job changes for a while
+                tick()
             now = time.monotonic()
             write = self._dirty and now - last_write >= interval
             beat = now - last_beat >= self.options.heartbeat_every

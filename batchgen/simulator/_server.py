@@ -111,6 +111,25 @@ class SimulatorServer:
         return self._thread is not None and self._thread.is_alive()
 
 
+def banner(base_url: str, *, token: str | None = None) -> list[str]:
+    """What `batchgen simulate` prints as it starts: how to aim a run at it, token, images."""
+    accepted = (
+        "only the token given with --token is accepted"
+        if token
+        else "any non-empty token is accepted"
+    )
+    return [
+        f"batchgen simulator: a stand-in for RunComfy's Model API on {base_url} (Ctrl-C stops it)",
+        "aim batchgen at it from another shell with",
+        f"  export RUNCOMFY_BASE_URL={base_url}",
+        f"  export RUNCOMFY_API_TOKEN={'<your --token>' if token else 'simulated'}",
+        f"or per command: batchgen run SHEET --base-url {base_url}",
+        f"token: {accepted} (RUNCOMFY_API_TOKEN, as Authorization: Bearer)",
+        "image URLs: any http:// or https:// address; the simulator never fetches images "
+        "(batchgen check --images does, from wherever the URL points)",
+    ]
+
+
 def serve(
     *, host: str = "127.0.0.1", port: int = 8787, config: SimulatorConfig | None = None
 ) -> None:
@@ -125,7 +144,10 @@ def serve(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with SimulatorServer(Simulator(config), port=port, host=host) as server:
-            print(f"batchgen simulator: Model API on {server.base_url}", flush=True)
+            print(
+                "\n".join(banner(server.base_url, token=config.token if config else None)),
+                flush=True,
+            )
             while server.running and not stop.wait(0.5):
                 pass
     finally:
