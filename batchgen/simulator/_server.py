@@ -119,7 +119,8 @@ def banner(base_url: str, *, token: str | None = None) -> list[str]:
         else "any non-empty token is accepted"
     )
     return [
-        f"batchgen simulator: a stand-in for RunComfy's Model API on {base_url} (Ctrl-C stops it)",
+        # the address ends the first line: `batchgen bench` reads it there
+        f"batchgen simulator (Ctrl-C stops it): a stand-in for RunComfy's Model API on {base_url}",
         "aim batchgen at it from another shell with",
         f"  export RUNCOMFY_BASE_URL={base_url}",
         f"  export RUNCOMFY_API_TOKEN={'<your --token>' if token else 'simulated'}",
