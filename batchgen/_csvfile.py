@@ -18,6 +18,12 @@ from typing import Any
 DELIMITERS = (",", ";", "\t")
 _SAMPLE_RECORDS = 50
 _BLANKISH = re.compile(r"[\s,;]+")
+# A file is read whole anyway: csv's own 128 KiB field limit would refuse the sheet over one
+# huge cell, where only that row is wrong (specs makes it invalid)
+csv.field_size_limit(1 << 30)
+_CONTROL_BYTES = bytes([*range(0, 9), *range(14, 32)])
+# OWASP's list of first characters that make a spreadsheet read a CSV field as a formula
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class CsvError(Exception):
@@ -61,7 +67,7 @@ def _decode(data: bytes) -> tuple[bytes, str, str, str]:
                 return bom, enc, "strict", data[len(bom) :].decode(enc)
             except UnicodeDecodeError as exc:
                 raise CsvError(f"is not valid {enc.upper()} text") from exc
-    if b"\x00" in data:
+    if _looks_binary(data):
         raise CsvError("is not a text CSV file (it contains binary data)")
     if data.startswith(codecs.BOM_UTF8):
         # surrogateescape keeps any invalid bytes exactly as they were on write.
@@ -75,6 +81,16 @@ def _decode(data: bytes) -> tuple[bytes, str, str, str]:
         return b"", "utf-8", "surrogateescape", data.decode("utf-8")
     except UnicodeDecodeError:
         return b"", "cp1252", "surrogateescape", data.decode("cp1252", "surrogateescape")
+
+
+def _looks_binary(data: bytes) -> bool:
+    """Many control bytes (NUL among them) at the start: an image or other binary file.
+
+    A stray NUL or two in a text file makes only its row invalid (sheets, specs).
+    """
+    sample = data[:65536]
+    controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
+    return controls > max(8, len(sample) // 100)
 
 
 def _detect_newline(text: str) -> str:
@@ -264,3 +280,17 @@ def dump_rows(doc: CsvDoc, rows: list[list[object]]) -> str:
             cells.append(quote_one(fit(text) if fit is not None else text))
         lines.append(doc.delimiter.join(cells) + doc.newline)
     return "".join(lines)
+
+
+def neutralise(text: str) -> str:
+    """A value batchgen writes, made inert the way OWASP recommends against CSV injection.
+
+    Text a spreadsheet would read as a formula (see FORMULA_STARTS) gets a leading single
+    quote, which Excel and LibreOffice show as text.
+    """
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def restore(text: str) -> str:
+    """A value as batchgen meant it before `neutralise`."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text

@@ -71,6 +71,7 @@ def load_batch(config: RunConfig) -> Batch:
         defaults=config.defaults,
         sheet_name=config.sheet.name,
         catalog=catalog,
+        bad_cells=table.bad_cells,
     )
     return Batch(config, table, models[0], plan, catalog)
 

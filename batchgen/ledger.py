@@ -134,6 +134,17 @@ _CLAIM = (
 )
 
 
+# what the sheet shows of a job, taken into a ledger that has no request_id for it
+_ADOPTED = ("state", "request_id", "video_url", "error", "finished_at")
+_ADOPT = (
+    "UPDATE jobs SET state = :state, request_id = :request_id, video_url = :video_url, "
+    "error = :error, finished_at = :finished_at, submit_attempts = submit_attempts + 1, "
+    'submitted_at = :now, updated_at = :now WHERE "key" = :key AND request_id IS NULL '
+    "AND state IN ('pending', 'unknown') "
+    "AND NOT EXISTS (SELECT 1 FROM jobs AS held WHERE held.request_id = :request_id)"
+)
+
+
 class Ledger:
     """A ledger database, migrated to the newest schema when opened."""
 
@@ -335,6 +346,25 @@ class Ledger:
                 # a job claimed twice in one batch is won once: the second finds it submitting
                 won.append(cursor.rowcount == 1)
             return won
+
+    def adopt_jobs(self, adopted: Sequence[JobRecord]) -> set[str]:
+        """Give jobs the request_id (and state) the sheet shows for them; the keys that took it.
+
+        The sheet is a second ledger, never the first: only a job this ledger holds without
+        a request_id (pending or unknown) takes one, and only an id no other job holds.
+        """
+        won: set[str] = set()
+        if not adopted:
+            return won
+        statement = self._sql(_ADOPT)
+        now = time.time()
+        with self._write() as cursor:
+            for record in adopted:
+                values = {name: getattr(record, name) for name in _ADOPTED}
+                cursor.execute(statement, {**values, "key": record.key, "now": now})
+                if cursor.rowcount == 1:
+                    won.add(record.key)
+        return won
 
     def _update(self, columns: tuple[str, ...]) -> str:
         """An UPDATE by key (`_key`) setting `columns`, built once per set of columns."""

@@ -10,19 +10,23 @@ even the completed jobs' keys are not read.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from array import array
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import attrgetter, ne
-from typing import Any
+from typing import Any, Protocol
 
 from batchgen import report
 from batchgen.config import RunConfig
 from batchgen.ledger import JobRecord, Ledger
 from batchgen.specs import JobSpec, SheetPlan
 
+# ledger states with no request_id that a request_id shown in the sheet replaces
+ADOPTABLE = ("pending", "unknown")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
 UNKNOWN_ERROR = (
     "the run stopped before the submit answered; rerun with --resubmit-unknown to submit it again"
 )
@@ -36,6 +40,7 @@ class Resume:
     to_submit: list[str]
     spent: float
     start: report.Outcome
+    adopted: int = 0  # jobs the ledger had no request_id for, taken from the sheet
     _complete: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -128,8 +133,19 @@ def _match(plan: SheetPlan, ledger: Ledger, keys: list[str], rows: list[int], le
     return _Match(acting, records, completed, spent)
 
 
-def resume(plan: SheetPlan, ledger: Ledger, config: RunConfig, *, scope: str) -> Resume:
-    """Add the sheet's new jobs, follow moved rows, and decide what this run submits."""
+def resume(
+    plan: SheetPlan,
+    ledger: Ledger,
+    config: RunConfig,
+    *,
+    scope: str,
+    shown: ShownSource | None = None,
+) -> Resume:
+    """Add the sheet's new jobs, follow moved rows, and decide what this run submits.
+
+    With `shown` (what the sheet shows of earlier runs), a job the ledger holds no
+    request_id for but the sheet does is adopted with that id, never submitted again.
+    """
     lean = config.download is None  # with --download every completed job is looked at
     keys = list(map(attrgetter("key"), plan.jobs))
     rows = list(map(attrgetter("row"), plan.jobs))
@@ -144,6 +160,11 @@ def resume(plan: SheetPlan, ledger: Ledger, config: RunConfig, *, scope: str) ->
     if match.completed:
         start.counts[report.SUCCESS] = match.completed
     start.estimated_spend = spent = match.spent
+    adopted = 0
+    if shown is not None:
+        adopted = adopt_shown(
+            plan, match.acting, match.records, ledger, shown, completed=match.completed
+        )
     problems: dict[str, list[int]] = {}
     to_submit: list[str] = []
     changes: list[tuple[str, dict[str, Any]]] = []
@@ -166,7 +187,7 @@ def resume(plan: SheetPlan, ledger: Ledger, config: RunConfig, *, scope: str) ->
     start.problem_rows = {state: sorted(set(rows)) for state, rows in problems.items()}
     acting_keys = {job.key for job in match.acting}
     mine = {key: record for key, record in records.items() if key in acting_keys}
-    return Resume(mine, to_submit, spent, start)
+    return Resume(mine, to_submit, spent, start, adopted)
 
 
 def _decide(
@@ -195,3 +216,107 @@ def _decide(
     if record.request_id or record.state == "unknown":
         return record.estimated_cost or 0.0
     return 0.0
+
+
+# --------------------------------------------------------------------------- the sheet as a ledger
+
+
+class ShownSource(Protocol):
+    """What a sheet shows of earlier runs (batchgen.shown.Shown)."""
+
+    def cells(self, number: int) -> dict[str, str] | None:
+        """Row `number`'s output cells by column name, or None when it shows no request_id."""
+
+    def results(self) -> dict[str, dict[str, str]]:
+        """The results table's rows that show a request_id, by job key."""
+
+
+def adopt_shown(
+    plan: SheetPlan,
+    acting: list[JobSpec],
+    records: dict[str, JobRecord],
+    ledger: Ledger,
+    shown: ShownSource,
+    *,
+    completed: int,
+) -> int:
+    """Adopt every job the ledger holds no request_id for but the sheet shows one; how many.
+
+    An adopted job is followed by that id (or, shown completed with a video, done): a lost,
+    emptied or replaced ledger never makes a rerun pay again for what the sheet shows.
+    """
+    waiting = [
+        job
+        for job in acting
+        if records[job.key].state in ADOPTABLE and not records[job.key].request_id
+    ]
+    showing = {job.key for job in waiting if shown.cells(job.row) is not None}
+    # a ledger that knows nothing of the sheet is new, emptied or another's: the results
+    # table may show what the cells no longer do (it is read only then: it can be large)
+    knew_nothing = completed == 0 and len(waiting) == len(acting)
+    if not showing and not (waiting and knew_nothing):
+        return 0
+    by_key = shown.results()  # exact, by job key; a row's cells are matched by position
+    owner = {values["request_id"].strip(): key for key, values in by_key.items()}
+    by_row = plan.jobs_by_row()
+    now = time.time()
+    candidates: list[JobRecord] = []
+    for job in waiting:
+        values = by_key.get(job.key)
+        if values is None and job.key in showing:
+            values = _row_lines(job, by_row[job.row], shown.cells(job.row))
+        request_id = values.get("request_id", "").strip() if values else ""
+        if not _REQUEST_ID.fullmatch(request_id) or owner.get(request_id, job.key) != job.key:
+            continue  # not an id, or another job's (its prompt was edited since)
+        assert values is not None
+        candidates.append(_adopted(records[job.key], request_id, values, now))
+    won = ledger.adopt_jobs(candidates)
+    for record in candidates:
+        if record.key in won:
+            records[record.key] = record
+    return len(won)
+
+
+def _row_lines(
+    job: JobSpec, row_jobs: list[JobSpec], cells: dict[str, str] | None
+) -> dict[str, str] | None:
+    """The line of each of a row's output cells that belongs to `job` (one line per job)."""
+    if cells is None:
+        return None
+    index = row_jobs.index(job)
+    out: dict[str, str] = {}
+    for name, text in cells.items():
+        lines = text.split("\n") if len(row_jobs) > 1 else [text]
+        if len(lines) != len(row_jobs):
+            if name == "request_id":
+                return None  # the row's variants changed since: no line is surely this job's
+            lines = [""] * len(row_jobs)
+        line = lines[index].strip()
+        for prefix in (f"{job.label}: ", f"[{job.label}] ") if job.label else ():
+            line = line.removeprefix(prefix)
+        out[name] = line
+    return out
+
+
+def _adopted(record: JobRecord, request_id: str, values: dict[str, str], now: float) -> JobRecord:
+    """`record` as the sheet shows it: finished if it says so (with its video), else in flight."""
+    status = values.get("status", "").strip().lower()
+    video_url = values.get("video_url", "").strip() or None
+    error = values.get("error", "").strip() or None
+    state, finished_at = "in_queue", None
+    if status == "completed" and video_url:
+        state, finished_at = "completed", now
+    elif status in ("failed", "cancelled"):
+        state, finished_at = status, now
+    adopted = JobRecord(**vars(record))
+    adopted.update(
+        {
+            "state": state,
+            "request_id": request_id,
+            "video_url": video_url if state == "completed" else None,
+            "error": error if state == "failed" else None,
+            "finished_at": finished_at,
+            "submitted_at": now,
+        }
+    )
+    return adopted

@@ -47,6 +47,7 @@ from batchgen.errors import (
 from batchgen.ledger import CancelRequests, JobRecord, Ledger
 from batchgen.pool import CancelHooks, EngineOptions, Events, Pool
 from batchgen.resume import Resume, resume
+from batchgen.shown import Shown
 
 __all__ = [
     "Batch",
@@ -133,18 +134,27 @@ def run_batch(
         )
     check_prices(batch)
     token = token or token_from_env()
+    # the sheet is first written at the first checkpoint (5 s), not at the start: a short
+    # run would spend a write on cells that only say "pending"; but a sheet that cannot be
+    # written (read-only, a folder without room for a temporary file) is refused first
+    sheets.check_writable(batch.table, output=config.output)
     ledger = open_ledger(config)
     run_id = uuid.uuid4().hex
     ledger.acquire_lock(batch.scope, run_id=run_id)
     try:
+        _remove_stale_temp_files(batch)
         with bulk_allocations():
-            start = resume(batch.plan, ledger, config, scope=batch.scope)
+            start = resume(batch.plan, ledger, config, scope=batch.scope, shown=Shown(batch.table))
+        if start.adopted:
+            log.warning(
+                "rebuilt the ledger from the sheet: %d job(s) the ledger %s had no request_id "
+                "for are shown in the sheet with one; they are followed by that id and never "
+                "submitted again",
+                start.adopted,
+                ledger.display_url,
+            )
         if observer is not None:
             observer.start(batch, start.start)
-        # the sheet is first written at the first checkpoint (5 s), not here: a short run
-        # would spend a write on cells that only say "pending"; but a sheet that cannot be
-        # written is refused before anything is paid for
-        sheets.check_writable(batch.table, output=config.output)
         pool = _make_pool(batch, ledger, start, token, events, run_id)
         anyio.run(pool.run, backend_options=event_loop_options())
         unread: LedgerError | None = None
@@ -155,7 +165,13 @@ def run_batch(
             # the rows of this run's jobs are still written (their request_ids may be
             # nowhere else if the ledger failed); rows without a record are left as they are
             unread, records = exc, start.records
-        written = write_sheet(batch, records)
+        unwritten: SheetError | None = None
+        try:
+            written: Path | None = write_sheet(batch, records)
+        except SheetError as exc:
+            if not any(record.request_id for record in records.values()):
+                raise  # nothing was paid for: nothing could start
+            unwritten, written = exc, None
     finally:
         try:
             CancelRequests(ledger).forget(run_id)
@@ -169,6 +185,9 @@ def run_batch(
         raise unread
     stopped = None
     code = EXIT_OK if outcome.all_completed else EXIT_JOBS_FAILED
+    if unwritten is not None:
+        log.error(_unwritten_message(batch, unwritten))
+        code = EXIT_JOBS_FAILED  # jobs were paid for: not "nothing could start"
     if pool.stop_signal is not None:
         stopped = "SIGINT" if pool.stop_signal == signal.SIGINT else "SIGTERM"
         code = EXIT_SIGINT if pool.stop_signal == signal.SIGINT else EXIT_SIGTERM
@@ -182,6 +201,26 @@ def run_batch(
         stopped,
         dict(pool.client_calls),
         pool.cancelled_by,
+    )
+
+
+def _remove_stale_temp_files(batch: Batch) -> None:
+    """Remove what an interrupted write-back left beside the sheet (the run holds its lock)."""
+    removed = sheets.remove_stale_temp_files(batch.table, output=batch.config.output)
+    if removed:
+        names = ", ".join(path.name for path in removed)
+        log.info("removed temporary file(s) of an interrupted write-back: %s", names)
+
+
+def _unwritten_message(batch: Batch, error: SheetError) -> str:
+    """What to do when the results could not be written after jobs were paid for."""
+    config = batch.config
+    target = config.jobfile or config.sheet
+    other = config.sheet.with_name(f"{config.sheet.stem}-results{config.sheet.suffix}")
+    return (
+        f"the results could not be written: {error}. Every job's result is kept in the "
+        f"ledger: `batchgen status {target}` shows them, and `batchgen run {target} "
+        f"--output {other}` writes them to another file without submitting anything again"
     )
 
 

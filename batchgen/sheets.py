@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,11 +27,14 @@ if TYPE_CHECKING:  # imported where an .xlsx is read or written: a CSV run does 
 
 OUTPUT_COLUMNS = ("request_id", "status", "video_url", "error")
 RESULTS_SHEET = "batchgen_results"
+_CHECK_PREFIX = ".batchgen-check-"
 
 _CSV_SUFFIXES = (".csv", ".tsv")
 _XLSX_SUFFIXES = (".xlsx", ".xlsm")
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0"
 _ZIP_MAGIC = b"PK\x03\x04"
+# Excel's own limit on the characters of one cell; a CSV cell beyond it makes its row invalid
+MAX_CELL_CHARS = 32_767
 
 
 @dataclass
@@ -57,6 +61,8 @@ class Table:
     _sheet_part: str = field(default="", repr=False, compare=False)
     _sheet: _xlsx.SheetXml | None = field(default=None, repr=False, compare=False)
     _append_at: int = field(default=0, repr=False, compare=False)
+    # row number → (header, rule) of cells no job may be made of (a NUL, a huge CSV cell)
+    bad_cells: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -181,7 +187,28 @@ def _load_csv(p: Path, data: bytes, mode: int) -> Table:
         _mode=mode,
         _csv=doc,
         _append_at=append_at,
+        bad_cells=_bad_csv_cells(doc, headers, header_row),
     )
+
+
+def _bad_csv_cells(
+    doc: _csvfile.CsvDoc, headers: list[str], header_row: int
+) -> dict[int, list[tuple[str, str]]]:
+    """Data rows holding a NUL character or a cell over MAX_CELL_CHARS, with the rule broken."""
+    bad: dict[int, list[tuple[str, str]]] = {}
+    for index, raw in enumerate(doc.records):
+        # a record's raw text bounds its fields: most records are passed over in C
+        if index < header_row or (len(raw) <= MAX_CELL_CHARS and "\x00" not in raw):
+            continue
+        for col, value in enumerate(doc.fields[index]):
+            header = headers[col] if col < len(headers) and headers[col] else f"column {col + 1}"
+            if "\x00" in value:
+                rule = "holds a NUL character (byte 0), which a sheet cannot keep; remove it"
+                bad.setdefault(index + 1, []).append((header, rule))
+            elif len(value) > MAX_CELL_CHARS:
+                rule = f"holds {len(value):,} characters; a cell holds at most {MAX_CELL_CHARS:,}"
+                bad.setdefault(index + 1, []).append((header, rule))
+    return bad
 
 
 def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table:
@@ -295,9 +322,12 @@ def check_writable(table: Table, *, output: str | Path | None = None) -> None:
     otherwise be found out only after the jobs were paid for.
     """
     target = _target(table, output)
+    _refuse_read_only(target)
+    if table.kind == "csv":
+        _refuse_read_only(results_path(target))
     folder = target.parent
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".batchgen-check-"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=_CHECK_PREFIX):
             pass
     except OSError as exc:
         raise _fail(target, f"cannot write into {folder}: {exc.strerror or exc}") from exc
@@ -309,6 +339,45 @@ def check_writable(table: Table, *, output: str | Path | None = None) -> None:
             _xlsx.results_sheet_part(table._book, sheet_part=table._sheet_part, name=RESULTS_SHEET)
         except _xlsx.XlsxError as exc:
             raise _fail(table.path, str(exc)) from exc
+
+
+def _refuse_read_only(path: Path) -> None:
+    """Raise SheetError if `path` is a file marked read-only (its folder may still let a
+    rename replace it, and root may write anything: the mark is what the owner meant)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # not there yet (a new --output), or unreadable: the write will say
+        return
+    if mode & 0o222 == 0 or not os.access(path, os.W_OK):
+        raise _fail(
+            path,
+            "is read-only; make it writable (chmod u+w) or write the results elsewhere "
+            "with --output",
+        )
+
+
+def remove_stale_temp_files(table: Table, *, output: str | Path | None = None) -> list[Path]:
+    """Remove what an interrupted write-back of this sheet left beside it; the paths removed.
+
+    Only batchgen's own names are touched: `.NAME.XXXXXXXX.tmp` of the sheet (or `output`)
+    and of its results file. Call it holding the sheet's run lock, so none is being written.
+    """
+    target = Path(os.path.realpath(_target(table, output)))
+    names = [target.name]
+    if table.kind == "csv":
+        names.append(results_path(target).name)
+    pattern = re.compile("|".join(rf"\.{re.escape(n)}\.[a-z0-9_]{{8}}\.tmp" for n in names))
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
 
 
 def _target(table: Table, output: str | Path | None) -> Path:
@@ -336,10 +405,13 @@ def write_back(
     if table.kind == "csv":
         doc = table._csv
         assert doc is not None
+        # nothing batchgen writes into a CSV may open as a formula (the xlsx holds inline text)
+        inert = _csvfile.neutralise
+        writes = {n: {c: inert(v) for c, v in row.items()} for n, row in writes.items()}
         _atomic_write(target, doc.encode(_csvfile.patch(doc, writes)), table._mode)
         if results is not None:
             rows = [list(results.headers), *results.rows]
-            rows = [[_clean(v) if isinstance(v, str) else v for v in row] for row in rows]
+            rows = [[inert(_clean(v)) if isinstance(v, str) else v for v in row] for row in rows]
             _atomic_write(
                 results_path(target), doc.encode(_csvfile.dump_rows(doc, rows)), table._mode
             )
@@ -357,6 +429,17 @@ def results_path(sheet_path: str | Path) -> Path:
 def _clean(value: object) -> str:
     """Text as it may be stored: str, without characters XML or a text file cannot hold."""
     return strip_illegal("" if value is None else str(value))
+
+
+def output_positions(table: Table) -> dict[str, int]:
+    """Each output column's 0-based index; one at or past len(headers) is not there yet."""
+    return _column_plan(table)[0]
+
+
+def read_worksheet(table: Table, name: str) -> list[list[object]]:
+    """The cached cell values of another worksheet of an .xlsx table; grid[i] is row i+1."""
+    assert table._book is not None
+    return _read_grid(table.path, table._book.data, name)[1]
 
 
 def _column_plan(table: Table) -> tuple[dict[str, int], dict[int, str]]:
@@ -423,6 +506,7 @@ def _patched_workbook(
 def _atomic_write(target: Path, data: bytes, default_mode: int) -> None:
     """Write via a temp file in the same directory, fsync, then os.replace."""
     real = Path(os.path.realpath(target))  # replace a symlink's target, not the link
+    _refuse_read_only(real)  # made read-only during the run: never replaced
     try:
         st = real.stat() if real.exists() else None
         if st is not None and st.st_size == len(data) and _holds(real, data):
@@ -478,6 +562,9 @@ __all__ = [
     "Table",
     "check_writable",
     "load_sheet",
+    "output_positions",
+    "read_worksheet",
+    "remove_stale_temp_files",
     "results_path",
     "write_back",
 ]

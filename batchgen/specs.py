@@ -250,11 +250,13 @@ def build_plan(
     defaults: Mapping[str, Any] | None = None,
     sheet_name: str = "sheet",
     catalog: ModelCatalog | None = None,
+    bad_cells: Mapping[int, Sequence[tuple[str, str]]] | None = None,
 ) -> SheetPlan:
     """Validate every (row number, values) pair and expand valid rows into job specs.
 
     `model` is the sheet's model (or models, from `--model a|b`); a `model` column names a
     row's own, by id or alias, looked up in `catalog` (the shipped models by default).
+    `bad_cells` names rows the sheet reader found unfit (row → (column, rule)): invalid rows.
     """
     default_models = [model] if isinstance(model, ModelSpec) else list(model)
     catalog = catalog or ModelCatalog(list(load_catalog()) + default_models)
@@ -267,6 +269,9 @@ def build_plan(
     plan.multi_model = MODEL_COLUMN in mapping or len(default_models) > 1
     seen: dict[str, int] = {}
     for number, values in rows:
+        if bad_cells and number in bad_cells:
+            plan.invalid[number] = [Problem(number, col, rule) for col, rule in bad_cells[number]]
+            continue
         _plan_row(plan, seen, sheet, number, values)
     for (model_name, column, message), (first, count) in sheet.warned.items():
         rows_said = f" ({count} rows)" if count > 1 else ""

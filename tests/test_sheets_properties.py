@@ -12,6 +12,7 @@ import openpyxl
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from batchgen._csvfile import neutralise
 from batchgen._text import strip_illegal
 from batchgen.sheets import OUTPUT_COLUMNS, load_sheet, write_back
 
@@ -147,7 +148,10 @@ def check_round_trip(
             assert same(after.values[c], want), (c, after.values[c], want)
         for name, text in written.items():
             got = after.values[out_cols[name]]
-            assert got == expected_output(text, codec), (name, got, text)
+            want = expected_output(text, codec)
+            if not xlsx and want is not None:
+                want = neutralise(want)  # never a formula in a CSV; xlsx cells are inline text
+            assert got == want, (name, got, text)
 
 
 @SETTINGS

@@ -1,0 +1,92 @@
+"""What a sheet shows of earlier runs: the second ledger a lost one is rebuilt from.
+
+batchgen writes every job's request_id into the sheet's output cells and its results table
+(a worksheet, or NAME.results.csv). Read back, they keep a job the sheet shows as submitted
+from being paid for again when the ledger was deleted, emptied or replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from batchgen import _csvfile, sheets
+from batchgen.errors import SheetError
+
+
+class Shown:
+    """What the sheet shows of earlier runs: its output cells and its results table.
+
+    A lost ledger is rebuilt from these, so a job the sheet shows with a request_id is never
+    paid for again. Both are read on demand: most runs never ask.
+    """
+
+    def __init__(self, table: sheets.Table) -> None:
+        self.table = table
+        self._rows: dict[int, sheets.Row] | None = None
+        self._results: dict[str, dict[str, str]] | None = None
+
+    def cells(self, number: int) -> dict[str, str] | None:
+        """Row `number`'s output cells by column name, or None when it shows no request_id."""
+        if self._rows is None:
+            self._rows = {row.number: row for row in self.table.rows}
+        row = self._rows.get(number)
+        if row is None:
+            return None
+        width = len(self.table.headers)
+        positions = sheets.output_positions(self.table)
+        cells = {
+            name: self._text(row.values[at]) if at < width else "" for name, at in positions.items()
+        }
+        return cells if cells.get("request_id", "").strip() else None
+
+    def results(self) -> dict[str, dict[str, str]]:
+        """The results table's rows that show a request_id, by job key (read once)."""
+        if self._results is None:
+            try:
+                grid = self._results_grid()
+            except (SheetError, _csvfile.CsvError, OSError):
+                grid = []  # an unreadable results table: the sheet's own cells still count
+            self._results = _results_by_key(grid, self._text)
+        return self._results
+
+    def _text(self, value: object) -> str:
+        """A cell as batchgen wrote it (a CSV value loses its anti-formula quote)."""
+        if value is None:
+            return ""
+        text = str(value)
+        return _csvfile.restore(text) if self.table.kind == "csv" else text
+
+    def _results_grid(self) -> list[list[object]]:
+        """The results worksheet or file as rows of cells; [] when there is none."""
+        table = self.table
+        if table.kind == "csv":
+            path = sheets.results_path(table.path)
+            if not path.is_file():
+                return []
+            doc = _csvfile.parse(path.read_bytes())
+            return [list(fields) for fields in doc.fields]
+        book = table._book
+        assert book is not None
+        if not any(ref.name == sheets.RESULTS_SHEET for ref in book.sheets):
+            return []
+        return sheets.read_worksheet(table, sheets.RESULTS_SHEET)
+
+
+def _results_by_key(
+    grid: list[list[object]], text: Callable[[object], str]
+) -> dict[str, dict[str, str]]:
+    """Results-table rows by their job key (`job_id`), for rows that show a request_id."""
+    header = next((i for i, row in enumerate(grid) if any(text(v).strip() for v in row)), None)
+    if header is None:
+        return {}
+    names = [text(v).strip().lower() for v in grid[header]]
+    if "job_id" not in names or "request_id" not in names:
+        return {}
+    at = {name: names.index(name) for name in ("job_id", *sheets.OUTPUT_COLUMNS) if name in names}
+    found: dict[str, dict[str, str]] = {}
+    for row in grid[header + 1 :]:
+        values = {name: text(row[i]) if i < len(row) else "" for name, i in at.items()}
+        key = values.pop("job_id").strip()
+        if key and values["request_id"].strip():
+            found[key] = values
+    return found
