@@ -177,3 +177,18 @@ def test_the_results_table_alone_is_enough(tmp_path: Path, sim: SimulatorServer,
     assert rerun.returncode == 0, rerun.stderr
     assert len(sim.simulator.submissions()) == 5
     assert "rebuilt the ledger from the sheet: 5 job(s)" in rerun.stderr
+
+
+def test_a_sheet_brought_to_a_new_postgresql_ledger_pays_nothing_again(
+    tmp_path: Path, sim: SimulatorServer, pg_url: str
+) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(5))
+    assert run_cli(["run", sheet, "--db", tmp_path / "local.db"], sim).returncode == 0
+
+    moved = run_cli(["run", sheet, "--db", pg_url], sim)
+
+    assert moved.returncode == 0, moved.stderr
+    assert len(sim.simulator.submissions()) == 5
+    assert "rebuilt the ledger from the sheet: 5 job(s)" in moved.stderr
+    status = run_cli(["status", sheet, "--db", pg_url], sim)
+    assert "5/5 done: 5 completed" in status.stdout
