@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import pytest
 
 from batchgen.simulator import Simulator, SimulatorServer
-from tests.conftest import (
+from tests.helpers import (
     IMAGE,
     ad_rows,
     fast_config,

@@ -10,7 +10,7 @@ import pytest
 from openpyxl import load_workbook
 
 from batchgen.simulator import Simulator, SimulatorServer
-from tests.conftest import (
+from tests.helpers import (
     ad_rows,
     fast_config,
     ledger_rows,
