@@ -410,8 +410,8 @@ def write_back(
         writes = {n: {c: inert(v) for c, v in row.items()} for n, row in writes.items()}
         _atomic_write(target, doc.encode(_csvfile.patch(doc, writes)), table._mode)
         if results is not None:
-            rows = [list(results.headers), *results.rows]
-            rows = [[inert(_clean(v)) if isinstance(v, str) else v for v in row] for row in rows]
+            table_rows: list[list[object]] = [list(results.headers), *results.rows]
+            rows = [[inert(_clean(v)) if isinstance(v, str) else v for v in r] for r in table_rows]
             _atomic_write(
                 results_path(target), doc.encode(_csvfile.dump_rows(doc, rows)), table._mode
             )
