@@ -10,6 +10,7 @@ from typing import Any
 
 from batchgen.errors import ConfigError
 from batchgen.models import DEFAULT_MODEL_ID
+from batchgen.paths import shown
 
 JOBFILE_SUFFIX = ".toml"
 _PATH_KEYS = ("sheet", "db", "download", "output", "log_file", "models_dir")
@@ -67,20 +68,20 @@ def load_jobfile(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such job file") from None
+        raise ConfigError(f"{shown(path)}: no such job file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the job file ({exc})") from None
+        raise ConfigError(f"{shown(path)}: cannot read the job file ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raise ConfigError(f"{shown(path)}: not valid TOML ({exc})") from None
     data = {key.replace("-", "_"): value for key, value in data.items()}
     unknown = sorted(set(data) - _KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
+        raise ConfigError(f"{shown(path)}: unknown key(s) {', '.join(unknown)}")
     if "sheet" not in data:
-        raise ConfigError(f'{path}: the job file needs a `sheet = "..."` line')
+        raise ConfigError(f'{shown(path)}: the job file needs a `sheet = "..."` line')
     for key in ("columns", "defaults", "prices"):
         if key in data and not isinstance(data[key], dict):
-            raise ConfigError(f"{path}: [{key}] must be a table")
+            raise ConfigError(f"{shown(path)}: [{key}] must be a table")
     for key in _PATH_KEYS:
         value = data.get(key)
         if isinstance(value, str) and value and not (key == "db" and "://" in value):

@@ -296,7 +296,10 @@ def next_steps(outcome: Outcome, *, jobfile: bool = False) -> list[str]:
     """What to do about the problem rows: how to retry, and what to check first."""
 
     def flag(option: str, key: str) -> str:
-        return f"{option} (or `{key} = true` in the job file)" if jobfile else option
+        # a job file's own key first when the run came from one
+        if jobfile:
+            return f"`{key} = true` in the job file (or {option})"
+        return f"{option} (or `{key} = true` in a job file)"
 
     steps = []
     if outcome.problem_rows.get("unknown"):

@@ -18,6 +18,7 @@ from typing import Any
 
 from batchgen._database import open_database, sqlite_url
 from batchgen.errors import LedgerError, SheetLockedError
+from batchgen.paths import shown
 
 HOST = socket.gethostname()
 # A lock whose holder on another host has not beaten for this long is taken over.
@@ -398,7 +399,8 @@ class Ledger:
             if holder is not None:
                 if self._is_live(holder):
                     raise SheetLockedError(
-                        f"{scope} is already being run by process {holder.pid} on {holder.host} "
+                        f"{shown(scope)} is already being run by process {holder.pid} on "
+                        f"{holder.host} "
                         f"(started {_local_time(holder.started_at)})"
                     )
                 with self._write() as cursor:

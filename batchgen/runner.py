@@ -6,6 +6,7 @@ The public API: `run_batch` and `cancel_batch` here, and `check_batch`, `batch_s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -174,7 +175,8 @@ def run_batch(
             unwritten, written = exc, None
     finally:
         try:
-            CancelRequests(ledger).forget(run_id)
+            with contextlib.suppress(LedgerError):  # never hide why the run ended
+                CancelRequests(ledger).forget(run_id)
         finally:
             ledger.release_lock(batch.scope, run_id=run_id)
             ledger.close()

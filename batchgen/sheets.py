@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from batchgen import _csvfile
 from batchgen._text import strip_illegal
 from batchgen.errors import SheetError
+from batchgen.paths import shown
 
 if TYPE_CHECKING:  # imported where an .xlsx is read or written: a CSV run does without it
     from batchgen import _xlsx
@@ -88,7 +89,7 @@ def load_sheet(path: str | Path, *, sheet_name: str | None = None) -> Table:
 
 def _fail(path: Path, problem: str) -> SheetError:
     """A SheetError whose one line names the file and the problem."""
-    return SheetError(f"{path}: {' '.join(problem.split())}")
+    return SheetError(f"{shown(path)}: {' '.join(problem.split())}")
 
 
 def _read_file(p: Path) -> tuple[bytes, int]:

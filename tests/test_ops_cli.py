@@ -100,6 +100,18 @@ def test_paths_are_printed_as_the_user_would_type_them(tmp_path: Path) -> None:
     assert ".." not in result.stdout + result.stderr
     assert str(tmp_path) not in result.stdout + result.stderr
 
+    (tmp_path / "jobs" / "other.toml").write_text('sheet = "../sheets/gone.csv"\n')
+    missing = subprocess.run(
+        [sys.executable, "-m", "batchgen", "check", "jobs/other.toml"],
+        env=cli_env(None),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "batchgen: error: sheets/gone.csv: no such file"
+
 
 def test_a_job_file_takes_retry_cancelled_and_log_file(tmp_path: Path) -> None:
     write_csv(tmp_path / "ads.csv", ad_rows(1))
