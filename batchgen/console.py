@@ -152,8 +152,13 @@ class RunReporter:
             batch.plan.row_count,
             summary_line(self.counts, self.total),
         )
-        for row, problems in sorted(batch.plan.invalid.items())[:MAX_FAILURE_LINES]:
-            log.warning("row %d invalid: %s", row, "; ".join(str(p.message) for p in problems))
+        for shown_rows, (row, problems) in enumerate(sorted(batch.plan.invalid.items())):
+            log.warning(
+                "row %d invalid: %s",
+                row,
+                "; ".join(str(p.message) for p in problems),
+                extra=FILE_ONLY if shown_rows >= MAX_FAILURE_LINES else None,  # the file has all
+            )
         if self.live:
             self._start_live()
 
@@ -238,14 +243,15 @@ class RunReporter:
 
     def _failure(self, record: JobRecord, state: str) -> None:
         self._failures_shown += 1
-        if self._failures_shown <= MAX_FAILURE_LINES:
-            log.warning("row %s %s: %s", record.sheet_row, state, record.error or "")
-        elif self._failures_shown == MAX_FAILURE_LINES + 1:
+        if self._failures_shown == MAX_FAILURE_LINES + 1:
             log.warning("more failures follow; the sheet's error column has them all")
-        else:  # the log file keeps every one
-            log.warning(
-                "row %s %s: %s", record.sheet_row, state, record.error or "", extra=FILE_ONLY
-            )
+        log.warning(
+            "row %s %s: %s",
+            record.sheet_row,
+            state,
+            record.error or "",
+            extra=FILE_ONLY if self._failures_shown > MAX_FAILURE_LINES else None,  # file: all
+        )
 
     def notice(self, message: str) -> None:
         """Pass on something the user should read."""

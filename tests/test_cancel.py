@@ -22,7 +22,8 @@ from tests.helpers import (
 
 def _provider() -> SimulatorServer:
     # one job at a time, each long enough that none ends before the run hears of the cancel
-    return SimulatorServer(Simulator(fast_config(capacity=1, min_duration=6, max_duration=6)))
+    # (even on a loaded machine, where starting `batchgen cancel` takes seconds)
+    return SimulatorServer(Simulator(fast_config(capacity=1, min_duration=10, max_duration=10)))
 
 
 def _cancel_a_run_in_progress(tmp_path: Path, db: str) -> None:

@@ -122,3 +122,21 @@ def test_log_file_in_a_job_file_is_relative_to_the_job_file(
     assert result.returncode == 0, result.stderr
     text = _log(tmp_path / "jobs" / "nightly.log")
     assert "2/2 done: 2 completed" in text and text.rstrip().endswith("exit 0")
+
+
+def test_the_terminal_gets_the_first_20_problem_lines_and_the_log_every_one(tmp_path: Path) -> None:
+    rows = ad_rows(50)
+    for row in rows[25:]:
+        row["duration"] = "99"  # 25 invalid rows
+    sheet = write_csv(tmp_path / "ads.csv", rows)
+    log = tmp_path / "nightly.log"
+    config = fast_config(capacity=25, min_duration=0.01, max_duration=0.02, failure_rate=1.0)
+    with SimulatorServer(Simulator(config)) as server:
+        result = run_cli(["run", sheet, "--concurrency", "25", "--log-file", log], server)
+
+    assert result.returncode == 1
+    text = _log(log)
+    for kind in ("invalid", "failed"):
+        line = re.compile(rf" row \d+ {kind}: ")
+        assert len(line.findall(text)) == 25 and len(line.findall(result.stderr)) == 20
+    assert "more failures follow" in result.stderr
