@@ -140,6 +140,12 @@ def cli() -> None:
     help="Seconds before a job is reported as stuck (default 1800).",
 )
 @click.option(
+    "--give-up-after",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop (exit 1) when the API has not answered for this many seconds (default 300).",
+)
+@click.option(
     "--cancel-on-exit",
     is_flag=True,
     default=None,

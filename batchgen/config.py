@@ -34,6 +34,7 @@ class RunConfig:
     max_cost: float | None = None
     download: Path | None = None
     job_timeout: float = 1800.0
+    give_up_after: float = 300.0  # seconds without an answer from the API before the run stops
     cancel_on_exit: bool = False
     rate: float | None = None
     log_file: Path | None = None
@@ -135,3 +136,5 @@ def _check(config: RunConfig) -> None:
         raise ConfigError("rate must be above 0 requests per second")
     if config.job_timeout <= 0:
         raise ConfigError("job_timeout must be above 0 seconds")
+    if not isinstance(config.give_up_after, int | float) or config.give_up_after <= 0:
+        raise ConfigError(f"give_up_after must be above 0 seconds, not {config.give_up_after!r}")

@@ -195,6 +195,9 @@ def run_batch(
         code = EXIT_SIGINT if pool.stop_signal == signal.SIGINT else EXIT_SIGTERM
     if pool.cancelled_by is not None and code == EXIT_OK:
         code = EXIT_JOBS_FAILED  # a cancelled run never says all is done
+    if pool.gave_up is not None and stopped is None:
+        stopped = f"--give-up-after (the API did not answer for {pool.gave_up:.0f} s)"
+        code = EXIT_JOBS_FAILED
     return RunResult(
         outcome,
         code,
@@ -234,6 +237,7 @@ def _make_pool(
         concurrency=config.concurrency,
         max_cost=config.max_cost,
         job_timeout=config.job_timeout,
+        give_up_after=config.give_up_after,
         cancel_on_exit=config.cancel_on_exit,
         download_dir=config.download,
         download_name=download_name(batch) if config.download else None,

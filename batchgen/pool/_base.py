@@ -58,6 +58,8 @@ class EngineOptions:
     stop_grace: float = 5.0  # after a signal: how long submits in flight may take
     cancel_grace: float = 2.0  # then: how long --cancel-on-exit may take
     heartbeat_every: float = 20.0  # how often the run lock is renewed
+    give_up_after: float = 300.0  # seconds the API may go without answering before we stop
+    silence_log_every: float = 25.0  # while it does not answer, say what we wait for this often
 
 
 class PoolBase:
@@ -110,6 +112,8 @@ class PoolBase:
         self._dirty = True
         self.notices: list[str] = []
         self.cancelled_by: str | None = None  # who asked for a stop with `batchgen cancel`
+        self.gave_up: float | None = None  # seconds of silence after which the run gave up
+        self._silent_since: float | None = None  # monotonic time of the first unanswered call
 
     @property
     def client_calls(self) -> dict[str, int]:
@@ -165,7 +169,16 @@ class PoolBase:
             or self.fatal is not None
             or self.balance_exhausted
             or self.cancelled_by is not None
+            or self.gave_up is not None
         )
+
+    def _heard(self, exc: BaseException | None = None) -> None:
+        """Note how a call to the API ended: answered (any HTTP answer under 500) or not."""
+        status = getattr(exc, "status_code", None) if exc is not None else 200
+        if status is not None and status < 500:
+            self._silent_since = None
+        elif self._silent_since is None:
+            self._silent_since = time.monotonic()
 
     # state changes ------------------------------------------------------------
 

@@ -57,8 +57,9 @@ class Following(PoolBase):
                 except AuthError as exc:
                     self._on_submit_refused(key, exc)
                     return
-                except ApiError:
+                except ApiError as exc:
                     # anything else (5xx, 402 on a poll, bad answers) may pass: look again later
+                    self._heard(exc)
                     answer = None
                 done = answer is not None and normalise_status(answer.status) in FINAL_STATUSES
                 if not done and time.monotonic() - followed_since > self.options.job_timeout:
@@ -72,6 +73,7 @@ class Following(PoolBase):
                 if answer is None:
                     continue
                 self._reached = True
+                self._heard()
                 state = normalise_status(answer.status)
                 if state in FINAL_STATUSES:
                     turnaround = answer.server_turnaround
@@ -135,7 +137,8 @@ class Following(PoolBase):
             except AuthError as exc:
                 self._on_submit_refused(key, exc)
                 return True
-            except ApiError:
+            except ApiError as exc:
+                self._heard(exc)
                 return False  # it finished; the next look fetches the result again
         final = normalise_status(result.status)
         if final not in FINAL_STATUSES:

@@ -42,6 +42,7 @@ class Pool(Cancelling):
             main.start_soon(self._watch_signals)
             main.start_soon(self._checkpoints)
             main.start_soon(self._watch_cancel)
+            main.start_soon(self._watch_silence)
             async with anyio.create_task_group() as work:
                 work.start_soon(self._poll_group)
                 work.start_soon(self._submit_group)
@@ -113,6 +114,62 @@ class Pool(Cancelling):
                     self._wake()
                 else:
                     self._submit_scope.cancel()
+
+    async def _watch_silence(self) -> None:
+        """Stop the run when the API has not answered for give_up_after seconds.
+
+        A job takes minutes and its checks may be far apart, so the clock runs from the
+        first call that got no answer, not from the last answer. Meanwhile the log says,
+        every silence_log_every seconds, what the run is waiting for.
+        """
+        limit = self.options.give_up_after
+        said_at: float | None = None
+        while True:
+            await anyio.sleep(min(1.0, limit / 4))
+            since = self._silent_since
+            if since is None or self._stopping:
+                said_at = None
+                continue
+            now = time.monotonic()
+            silent = now - since
+            if silent >= limit:
+                self._give_up(silent)
+                return
+            if said_at is None and silent >= min(10.0, limit / 2):
+                said_at = now - self.options.silence_log_every  # say it now
+            if said_at is not None and now - said_at >= self.options.silence_log_every:
+                said_at = now
+                log.warning(
+                    "no answer from the API at %s for %.0f s: waiting on %s; giving up "
+                    "after %g s without one (--give-up-after)",
+                    self.client.base_url,
+                    silent,
+                    self._waiting_on(),
+                    limit,
+                )
+
+    def _waiting_on(self) -> str:
+        """What the run waits for: its jobs in flight and still to submit, by state."""
+        counts: dict[str, int] = {}
+        for record in self.records.values():
+            if record.state in ("submitting", "in_queue", "in_progress"):
+                counts[record.state] = counts.get(record.state, 0) + 1
+        parts = [f"{n} job(s) {state}" for state, n in counts.items()]
+        if self._pending:
+            parts.append(f"{len(self._pending)} job(s) to submit")
+        return ", ".join(parts) or "nothing"
+
+    def _give_up(self, silent: float) -> None:
+        """Stop like a signal does: submit nothing more, stop the checks, keep every state."""
+        self.gave_up = silent
+        self._notice(
+            f"the API at {self.client.base_url} has not answered for {silent:.0f} s "
+            f"(--give-up-after {self.options.give_up_after:g}): stopped; jobs already "
+            "submitted keep their request_id and are followed on the next run; rerun to continue"
+        )
+        self._stop_polls()
+        self._submit_scope.deadline = anyio.current_time() + self.options.stop_grace
+        self._wake()
 
     async def _checkpoints(self) -> None:
         """Write the sheet when something changed, and renew the run lock, on their own clocks."""
