@@ -221,6 +221,7 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table
     from batchgen import _xlsx
 
     try:
+        _xlsx.check_package(data)  # sizes and packing, before anything inflates a part
         book = _xlsx.open_book(data)
     except _xlsx.XlsxError as exc:
         raise _fail(p, str(exc)) from exc
@@ -230,7 +231,7 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table
         if first is None:
             raise _fail(p, "has no worksheets")
         sheet_name = first.name
-    name, grid = _read_grid(p, data, sheet_name)
+    name, grid = _read_grid(p, book, sheet_name)
     ref = next((s for s in book.sheets if s.name == name), None)
     if ref is None or ref.part is None or ref.rel_type != _xlsx.REL_WORKSHEET:
         raise _fail(p, f"cannot patch: sheet {name!r} is not a plain worksheet")
@@ -256,12 +257,22 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table
     )
 
 
-def _read_grid(p: Path, data: bytes, sheet_name: str) -> tuple[str, list[list[object]]]:
+def _read_grid(p: Path, book: _xlsx.Book, sheet_name: str) -> tuple[str, list[list[object]]]:
     """Cached cell values of one worksheet; grid[i] is sheet row i+1."""
     import pandas as pd  # deferred: pandas takes a noticeable time to import
 
+    from batchgen import _xlsx
+
+    refs = [s for s in book.sheets if s.name == sheet_name] or [
+        s for s in book.sheets if s.name.casefold() == sheet_name.casefold()
+    ]
+    if refs and refs[0].part is not None:
+        try:  # calamine would build the whole block from A1 to the last cell
+            _xlsx.check_worksheet(book.data, refs[0].part, refs[0].name)
+        except _xlsx.XlsxError as exc:
+            raise _fail(p, str(exc)) from exc
     try:
-        xl = pd.ExcelFile(io.BytesIO(data), engine="calamine")
+        xl = pd.ExcelFile(io.BytesIO(book.data), engine="calamine")
         names = [str(n) for n in xl.sheet_names]
         matches = [n for n in names if n == sheet_name] or [
             n for n in names if n.casefold() == sheet_name.casefold()
@@ -440,7 +451,7 @@ def output_positions(table: Table) -> dict[str, int]:
 def read_worksheet(table: Table, name: str) -> list[list[object]]:
     """The cached cell values of another worksheet of an .xlsx table; grid[i] is row i+1."""
     assert table._book is not None
-    return _read_grid(table.path, table._book.data, name)[1]
+    return _read_grid(table.path, table._book, name)[1]
 
 
 def _column_plan(table: Table) -> tuple[dict[str, int], dict[int, str]]:

@@ -3,10 +3,12 @@
 openpyxl would drop formula cached values, charts and images, and is slow on big sheets,
 so the writer edits the worksheet XML as text and copies every other zip entry unchanged.
 `book` reads the package, `worksheet` finds and patches rows, `package` adds the results
-sheet and writes the new zip; `markup` holds the XML helpers they share.
+sheet and writes the new zip; `markup` holds the XML helpers they share; `bounds` checks a
+workbook against batchgen's size limits before anything reads it.
 """
 
 from batchgen._xlsx.book import Book, SheetRef, open_book, read_part
+from batchgen._xlsx.bounds import check_package, check_worksheet
 from batchgen._xlsx.markup import REL_WORKSHEET, XlsxError, col_index, col_letter
 from batchgen._xlsx.package import (
     encoded_blocks,
@@ -22,6 +24,8 @@ __all__ = [
     "SheetRef",
     "SheetXml",
     "XlsxError",
+    "check_package",
+    "check_worksheet",
     "col_index",
     "col_letter",
     "encoded_blocks",
