@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import signal
 import uuid
@@ -71,21 +70,6 @@ log = logging.getLogger("batchgen")
 # POSTs awaiting their answer at once: enough to hide two group commits per submit, few
 # enough that a crash leaves at most this many jobs in doubt (`unknown`)
 SUBMITS_IN_FLIGHT = 48
-
-
-def event_loop_options() -> dict[str, Any]:
-    """anyio's asyncio options: uvloop where installed, unless BATCHGEN_EVENT_LOOP=asyncio.
-
-    A busy run is CPU-bound in the event loop (two HTTP exchanges and a few ledger writes a
-    job), and uvloop's C loop spends less of it per event than asyncio's.
-    """
-    if os.environ.get("BATCHGEN_EVENT_LOOP", "").strip().lower() == "asyncio":
-        return {}
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:  # not built for this platform (Windows): the standard loop
-        return {}
-    return {"use_uvloop": True}
 
 
 @dataclass
@@ -157,7 +141,7 @@ def run_batch(
         if observer is not None:
             observer.start(batch, start.start)
         pool = _make_pool(batch, ledger, start, token, events, run_id)
-        anyio.run(pool.run, backend_options=event_loop_options())
+        anyio.run(pool.run)
         unread: LedgerError | None = None
         try:
             with bulk_allocations():

@@ -1,4 +1,4 @@
-"""Fixtures: a real simulator over HTTP, each event loop, PostgreSQL, and the reaper.
+"""Fixtures: a real simulator over HTTP, PostgreSQL, and the reaper.
 
 The helpers they use are in tests/helpers.py (imported as `tests.helpers`, the one copy).
 """
@@ -11,15 +11,7 @@ import pytest
 
 from batchgen.simulator import Simulator, SimulatorServer
 from tests import helpers
-from tests.helpers import EVENT_LOOPS, fast_config, fresh_pg_database
-
-
-@pytest.fixture(params=sorted(EVENT_LOOPS))
-def each_event_loop(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The test once on each event loop a run may use; run_async runs on it."""
-    helpers.LOOP[0] = request.param
-    yield request.param
-    helpers.LOOP[0] = "asyncio"
+from tests.helpers import fast_config, fresh_pg_database
 
 
 @pytest.fixture

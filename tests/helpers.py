@@ -1,7 +1,7 @@
 """What tests share: the real CLI in a subprocess, a real simulator, real sheets and ledgers.
 
 Imported one way everywhere, `from tests.helpers import ...`, so there is one copy of its
-state (the background processes to reap, the event loop of the running test). The fixtures
+state (the background processes to reap). The fixtures
 that use it are in conftest.py.
 """
 
@@ -31,29 +31,13 @@ IMAGE = "https://images.example.com/product.png"
 TOKEN = "test-token-5f2c"
 
 
-# the event loops a run may use: uvloop where installed (batchgen's default), and asyncio's own
-EVENT_LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop
-}
-try:
-    import uvloop
-
-    EVENT_LOOPS["uvloop"] = uvloop.new_event_loop
-except ImportError:  # not built for this platform
-    pass
-
-
-LOOP = ["asyncio"]  # the event loop of the test running now (see conftest.each_event_loop)
-
-
 def run_async(main: Callable[[], Any], *, timeout: float = 20.0) -> None:
-    """Run one async test body on a fresh loop of this test's kind; fail rather than hang."""
+    """Run one async test body on a fresh event loop; fail rather than hang."""
 
     async def bounded() -> None:
         await asyncio.wait_for(main(), timeout)
 
-    with asyncio.Runner(loop_factory=EVENT_LOOPS[LOOP[0]]) as runner:
-        runner.run(bounded())
+    asyncio.run(bounded())
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0) -> None:

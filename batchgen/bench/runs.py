@@ -128,12 +128,8 @@ def instant_run(who: str, workdir: Path, jobs: int) -> RunFigures:
         max_duration=0.0,
         log=workdir / "simulator.log",
     ) as sim:
-        # none of the caller's API or ledger settings; the event loop is theirs to choose
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("RUNCOMFY_", "BATCHGEN_")) or k == "BATCHGEN_EVENT_LOOP"
-        }
+        # none of the caller's API or ledger settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCOMFY_", "BATCHGEN_"))}
         env |= {"RUNCOMFY_API_TOKEN": TOKEN, "RUNCOMFY_BASE_URL": sim.base_url}
         began = time.perf_counter()
         done = _child([sys.executable, *command, "--concurrency", concurrency], env=env)

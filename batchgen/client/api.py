@@ -1,0 +1,230 @@
+"""The Model API client: httpx's AsyncClient with a sized pool, a rate cap and retries."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import anyio
+import httpx
+
+from batchgen import __version__
+from batchgen.client.answers import (
+    JobStatus,
+    Submitted,
+    brief,
+    job_status,
+    raise_for_answer,
+    retry_after,
+    text,
+)
+from batchgen.client.media import MediaClient
+from batchgen.client.retry import RetryPolicy
+from batchgen.errors import ApiTransientError, ConfigError, SubmitUncertainError
+
+DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
+# httpx's meaning: connect is the TCP (and TLS) set-up, read and write the longest gap
+# between two reads or writes, pool the wait for a free connection
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+USER_AGENT = f"batchgen/{__version__}"
+T = TypeVar("T")
+
+# httpx errors raised before a byte of the request left: even a submit may be repeated
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class RateLimiter:
+    """A token bucket shared by every call: at most `rate` requests per second."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self._next = 0.0
+        self._lock = anyio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait for the next free slot."""
+        if not self.rate:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + 1.0 / self.rate
+        if start > now:
+            await anyio.sleep(start - now)
+
+
+def token_from_env() -> str:
+    """The API token from RUNCOMFY_API_TOKEN, or a ConfigError."""
+    token = os.environ.get("RUNCOMFY_API_TOKEN", "").strip()
+    if not token:
+        raise ConfigError("no API token: set RUNCOMFY_API_TOKEN to your RunComfy API key")
+    return token
+
+
+class ApiClient:
+    """Async client of the Model API with connection limits, a rate cap and retries.
+
+    The token goes only to `base_url`: redirects are never followed, and media on other
+    hosts is fetched by `media`, a separate client that never holds it.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        max_connections: int = 16,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        rate: float | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self._max_connections = max_connections
+        self._slots: anyio.Semaphore | None = None
+        self.limiter = RateLimiter(rate)
+        self.calls: dict[str, int] = {"submit": 0, "status": 0, "result": 0, "cancel": 0}
+        self.on_rate_limited: Callable[[], None] | None = None
+        if not isinstance(timeout, httpx.Timeout):
+            timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT},
+            timeout=timeout,
+            # httpx makes its own transport (AsyncHTTPTransport) with these limits, and one
+            # per proxy from the environment (an explicit transport= would turn those off)
+            limits=limits,
+            follow_redirects=False,  # a redirect must never carry the token to another host
+        )
+        self.media = MediaClient(retry=self.retry)
+
+    async def aclose(self) -> None:
+        """Close both connection pools."""
+        await self._http.aclose()
+        await self.media.aclose()
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _call(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        on_send: Callable[[], None] | None = None,
+    ) -> Any:
+        """One HTTP exchange; transport failures become ApiTransientError (submit: uncertain)."""
+        response = await self._exchange(kind, method, path, body, on_send)
+        try:
+            data = json.loads(response.content)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        status = response.status_code
+        if status == 429 and self.on_rate_limited is not None:
+            self.on_rate_limited()
+        if data is None and status < 400:
+            error = SubmitUncertainError if kind == "submit" else ApiTransientError
+            raise error(f"{kind}: the API answered HTTP {status} without valid JSON")
+        raise_for_answer(status, retry_after(response.headers.get("retry-after")), data, kind)
+        return data
+
+    async def _exchange(
+        self, kind: str, method: str, path: str, body: Any, on_send: Callable[[], None] | None
+    ) -> httpx.Response:
+        """Send one request and read its whole answer, under the rate cap and a pool slot."""
+        await self.limiter.acquire()
+        if self._slots is None:  # made here: anyio primitives need the running loop
+            # fast_acquire: a free slot is taken without a trip round the event loop
+            self._slots = anyio.Semaphore(self._max_connections, fast_acquire=True)
+        self.calls[kind] += 1
+        try:
+            # a slot per connection, taken before on_send: "sent" then means really leaving
+            async with self._slots:
+                if on_send is not None:
+                    on_send()
+                return await self._http.request(method, path, json=body)
+        except _NOT_SENT as exc:
+            raise ApiTransientError(f"{kind}: cannot reach {self.base_url} ({brief(exc)})") from exc
+        except httpx.RequestError as exc:
+            # it may have reached the server: a submit's job may exist
+            error = SubmitUncertainError if kind == "submit" else ApiTransientError
+            raise error(f"{kind}: connection failed after sending ({brief(exc)})") from exc
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        attempts = self.retry.attempt_count()
+        for attempt in range(1, attempts + 1):
+            try:
+                return await call()
+            except SubmitUncertainError:
+                raise  # a job may exist: repeating the submit could pay twice
+            except ApiTransientError as exc:
+                if attempt >= attempts:
+                    raise
+                await anyio.sleep(self.retry.wait(attempt, exc.retry_after))
+        raise AssertionError("unreachable")
+
+    async def submit(
+        self,
+        model_id: str,
+        payload: dict[str, Any],
+        *,
+        on_send: Callable[[], None] | None = None,
+    ) -> Submitted:
+        """POST a job; retried only when the failure proves no job was created.
+
+        `on_send` is called just before the request leaves (after rate limits and waits).
+        """
+
+        async def once() -> Submitted:
+            try:
+                path = f"/v1/models/{model_id}"
+                data = await self._call("submit", "POST", path, payload, on_send=on_send)
+            except SubmitUncertainError:
+                raise
+            except ApiTransientError as exc:
+                # only "never connected" and 429 prove that no job was created
+                if exc.status_code is None or exc.status_code == 429:
+                    raise
+                raise SubmitUncertainError(str(exc), status_code=exc.status_code) from exc
+            request_id = data.get("request_id") if isinstance(data, dict) else None
+            if not request_id:
+                raise SubmitUncertainError("submit: the answer has no request_id")
+            return Submitted(text(request_id), text(data.get("status") or "in_queue"))
+
+        return await self._retrying(once)
+
+    async def status(self, request_id: str) -> JobStatus:
+        """Current status (and queue position) of a request."""
+        path = f"/v1/requests/{quote(request_id)}/status"
+        return job_status(await self._retrying(lambda: self._call("status", "GET", path)))
+
+    async def result(self, request_id: str) -> JobStatus:
+        """The outcome of a finished request (or its current status if not finished)."""
+        path = f"/v1/requests/{quote(request_id)}/result?include_cost=true"
+        return job_status(await self._retrying(lambda: self._call("result", "GET", path)))
+
+    async def cancel(self, request_id: str) -> str:
+        """Ask to cancel a request; returns the outcome (`cancelled`, `not_cancellable`, ...)."""
+        path = f"/v1/requests/{quote(request_id)}/cancel"
+        data = await self._retrying(lambda: self._call("cancel", "POST", path))
+        outcome = str(data.get("outcome") or data.get("status") or "")
+        return (
+            "cancelled" if outcome == "cancelled" or data.get("status") == "cancelled" else outcome
+        )
+
+    async def download(self, url: str, dest: Path) -> int:
+        """Download a result video to `dest` atomically (no token is sent); the byte count."""
+        return await self.media.download(url, dest)
