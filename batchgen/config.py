@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from batchgen.errors import ConfigError
 from batchgen.models import DEFAULT_MODEL_ID
@@ -111,7 +113,82 @@ def build_config(target: str | Path, **flags: Any) -> RunConfig:
     except TypeError as exc:
         raise ConfigError(f"bad settings: {exc}") from None
     _check(config)
+    if config.base_url is not None:
+        given = flags.get("base_url") is not None or jobfile is None
+        source = "--base-url" if given else f"base_url in {jobfile}"
+        config.base_url = check_base_url(config.base_url, source)
+    elif os.environ.get("RUNCOMFY_BASE_URL"):
+        check_base_url(os.environ["RUNCOMFY_BASE_URL"], "$RUNCOMFY_BASE_URL")
     return config
+
+
+def check_base_url(url: object, source: str) -> str:
+    """The API base URL without a trailing slash, or a ConfigError naming `source` and the rule.
+
+    The token goes with every request, so the URL needs a scheme and a host, and https
+    unless the host is this machine (plain http elsewhere would send the token in clear).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"{source} must be a URL such as https://model-api.runcomfy.net")
+    text = url.strip()
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ConfigError(f"{source} {text!r}: a URL holds no spaces or control characters")
+    if "://" not in text:
+        host = _hostname("//" + text)
+        scheme = "http" if host and _is_loopback(host) else "https"
+        raise ConfigError(
+            f"{source} {text} has no scheme (https://, or http:// for this machine): "
+            f"did you mean {scheme}://{text}?"
+        )
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+        raise ConfigError(f"{source} {text}: not a URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConfigError(
+            f"{source} {text}: the scheme must be https:// (or http:// for this machine), "
+            f"not {parts.scheme}://"
+        )
+    host = parts.hostname
+    if not host:
+        raise ConfigError(f"{source} {text}: no host (e.g. https://model-api.runcomfy.net)")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{source} {text}: the port must be a number from 1 to 65535")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"{source}: the URL must not hold a user name or password (the API token is "
+            "sent in a header)"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{source} {text}: a base URL has no query (?...) or fragment (#...)")
+    if parts.scheme.lower() == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"{source} {text}: plain http:// would send the API token in clear to {host}; "
+            "use https:// (http:// is allowed only for this machine: localhost, "
+            "127.0.0.0/8, ::1)"
+        )
+    return text.rstrip("/")
+
+
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` names this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check(config: RunConfig) -> None:

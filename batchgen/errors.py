@@ -1,7 +1,8 @@
 """The one exception tree of batchgen; the CLI maps it to messages and exit codes.
 
 BatchgenError
-├── ConfigError            bad flags, job file, token missing, unknown model
+├── ConfigError            bad flags, job file, token missing, unknown model, unsafe base URL
+│   └── EndpointError      a submit reached something that is not the Model API (exit 2)
 ├── SheetError             unreadable, empty or malformed sheet
 ├── LedgerError            ledger cannot be opened or migrated
 │   └── SheetLockedError   another run holds this sheet (exit 75)
@@ -32,6 +33,14 @@ class BatchgenError(Exception):
 
 class ConfigError(BatchgenError):
     """Bad command-line options, job file, environment or model id."""
+
+
+class EndpointError(ConfigError):
+    """The base URL leads elsewhere: a submit got a redirect, or a 404/405 naming no job."""
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class SheetError(BatchgenError):

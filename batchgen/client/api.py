@@ -19,13 +19,14 @@ from batchgen.client.answers import (
     Submitted,
     brief,
     job_status,
+    message,
     raise_for_answer,
     retry_after,
     text,
 )
 from batchgen.client.media import MediaClient
 from batchgen.client.retry import RetryPolicy
-from batchgen.errors import ApiTransientError, ConfigError, SubmitUncertainError
+from batchgen.errors import ApiTransientError, ConfigError, EndpointError, SubmitUncertainError
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 # httpx's meaning: connect is the TCP (and TLS) set-up, read and write the longest gap
@@ -135,11 +136,41 @@ class ApiClient:
         status = response.status_code
         if status == 429 and self.on_rate_limited is not None:
             self.on_rate_limited()
+        if kind == "submit":
+            self._check_endpoint(response, data)
         if data is None and status < 400:
             error = SubmitUncertainError if kind == "submit" else ApiTransientError
             raise error(f"{kind}: the API answered HTTP {status} without valid JSON")
         raise_for_answer(status, retry_after(response.headers.get("retry-after")), data, kind)
         return data
+
+    def _check_endpoint(self, response: httpx.Response, data: Any) -> None:
+        """Refuse a submit's answer that proves the base URL leads elsewhere (no job was made).
+
+        The Model API answers a submit with JSON; a redirect, or a 404/405 that names no job
+        (no request_id, not error_code 404001), comes from a proxy, a web server or a
+        mistyped path, which created nothing.
+        """
+        status = response.status_code
+        if 300 <= status < 400:
+            where = response.headers.get("location")
+            what = f"a redirect to {where[:200]}" if where else "a redirect"
+        elif status in (404, 405):
+            names_job = isinstance(data, dict) and (
+                data.get("request_id") or data.get("error_code") == 404001
+            )
+            if names_job:
+                return
+            what = message(data, response.reason_phrase or "no such route")[:200]
+        else:
+            return
+        raise EndpointError(
+            f"the base URL {self.base_url} does not lead to the Model API: POST "
+            f"{response.request.url} got HTTP {status} ({what}), so nothing was submitted and "
+            "the jobs stay pending: check --base-url, $RUNCOMFY_BASE_URL or the job file's "
+            "base_url",
+            status_code=status,
+        )
 
     async def _exchange(
         self, kind: str, method: str, path: str, body: Any, on_send: Callable[[], None] | None

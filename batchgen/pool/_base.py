@@ -18,6 +18,7 @@ from batchgen.errors import (
     ApiTransientError,
     AuthError,
     BalanceError,
+    EndpointError,
     LedgerError,
     SheetLockedError,
 )
@@ -143,8 +144,9 @@ class PoolBase:
         self.events.notice(message)
 
     def _on_submit_refused(self, key: str, exc: BaseException) -> None:
-        if isinstance(exc, AuthError):
-            # stop at once, but let submits already sent hear their (401) answers
+        if isinstance(exc, AuthError | EndpointError):
+            # stop at once, but let submits already sent hear their answers (401, or the
+            # redirect or 404 of a wrong base URL)
             self.fatal = exc
             self._stop_polls()
         elif isinstance(exc, BalanceError):

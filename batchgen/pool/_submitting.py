@@ -11,6 +11,7 @@ from batchgen.errors import (
     ApiTransientError,
     AuthError,
     BalanceError,
+    EndpointError,
     SubmitUncertainError,
 )
 from batchgen.pool._base import UNKNOWN_HINT, log
@@ -77,7 +78,7 @@ class Submitting(Following):
                 self._heard(exc)
                 await self._set(key, durable=True, state="unknown", error=f"{exc}; {UNKNOWN_HINT}")
                 return
-            except (AuthError, BalanceError, ApiTransientError) as exc:
+            except (AuthError, BalanceError, EndpointError, ApiTransientError) as exc:
                 # provably not created: the job goes back to pending, untouched
                 self._heard(exc)
                 await self._set(key, durable=True, state="pending", error=None)
