@@ -24,20 +24,22 @@ class Shown:
         self.table = table
         self._rows: dict[int, sheets.Row] | None = None
         self._results: dict[str, dict[str, str]] | None = None
+        # the sheet's own output columns (a column still to be appended shows nothing)
+        width = len(table.headers)
+        positions = sheets.output_positions(table).items()
+        self._columns = {name: at for name, at in positions if at < width}
 
     def cells(self, number: int) -> dict[str, str] | None:
         """Row `number`'s output cells by column name, or None when it shows no request_id."""
+        at = self._columns.get("request_id")
+        if at is None:  # a first run: asked for every job, so this is the quick answer
+            return None
         if self._rows is None:
             self._rows = {row.number: row for row in self.table.rows}
         row = self._rows.get(number)
-        if row is None:
+        if row is None or not self._text(row.values[at]).strip():
             return None
-        width = len(self.table.headers)
-        positions = sheets.output_positions(self.table)
-        cells = {
-            name: self._text(row.values[at]) if at < width else "" for name, at in positions.items()
-        }
-        return cells if cells.get("request_id", "").strip() else None
+        return {name: self._text(row.values[i]) for name, i in self._columns.items()}
 
     def results(self) -> dict[str, dict[str, str]]:
         """The results table's rows that show a request_id, by job key (read once)."""

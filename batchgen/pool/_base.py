@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
 from batchgen.client import ApiClient
 from batchgen.errors import (
+    ApiError,
     ApiTransientError,
     AuthError,
     BalanceError,
@@ -27,6 +28,7 @@ from batchgen.ledger import JobRecord, Ledger
 from batchgen.pacing import InFlightLimit, PollClock
 
 log = logging.getLogger("batchgen")
+T = TypeVar("T")
 IN_FLIGHT = frozenset({"submitting", "in_queue", "in_progress"})
 UNKNOWN_HINT = (
     "the submit may have reached RunComfy but its answer was lost; check your RunComfy "
@@ -114,7 +116,11 @@ class PoolBase:
         self.notices: list[str] = []
         self.cancelled_by: str | None = None  # who asked for a stop with `batchgen cancel`
         self.gave_up: float | None = None  # seconds of silence after which the run gave up
-        self._silent_since: float | None = None  # monotonic time of the first unanswered call
+        # when the API last answered, the calls waiting for it now (by when each began), and
+        # when the oldest call that ended with no answer since began: see _silence
+        self._last_answer = time.monotonic()
+        self._asking: dict[object, float] = {}
+        self._unanswered_since: float | None = None
 
     @property
     def client_calls(self) -> dict[str, int]:
@@ -174,13 +180,36 @@ class PoolBase:
             or self.gave_up is not None
         )
 
-    def _heard(self, exc: BaseException | None = None) -> None:
-        """Note how a call to the API ended: answered (any HTTP answer under 500) or not."""
-        status = getattr(exc, "status_code", None) if exc is not None else 200
-        if status is not None and status < 500:
-            self._silent_since = None
-        elif self._silent_since is None:
-            self._silent_since = time.monotonic()
+    async def _ask(self, call: Awaitable[T]) -> T:
+        """Await one exchange with the API (its retries included), noting whether it answered."""
+        token = object()
+        self._asking[token] = began = time.monotonic()
+        try:
+            result = await call
+        except ApiError as exc:
+            status = exc.status_code
+            if status is not None and status < 500:  # an answer, if not the one hoped for
+                self._answered()
+            elif self._unanswered_since is None or began < self._unanswered_since:
+                self._unanswered_since = began
+            raise
+        finally:
+            del self._asking[token]
+        self._answered()
+        return result
+
+    def _answered(self) -> None:
+        self._last_answer = time.monotonic()
+        self._unanswered_since = None
+
+    def _silence(self) -> float:
+        """Seconds the API has gone without answering a call that waits (or waited) for it."""
+        began = [*self._asking.values()]
+        if self._unanswered_since is not None:
+            began.append(self._unanswered_since)
+        if not began:
+            return 0.0
+        return time.monotonic() - max(min(began), self._last_answer)
 
     # state changes ------------------------------------------------------------
 

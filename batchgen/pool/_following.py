@@ -50,16 +50,15 @@ class Following(PoolBase):
                         continue  # the clock learned meanwhile: place this check anew
                 checks += 1
                 try:
-                    answer, is_result = await self._look(record.request_id or "")
+                    answer, is_result = await self._ask(self._look(record.request_id or ""))
                 except NotFoundError as exc:
                     await self._set(key, state="failed", error=str(exc), finished_at=time.time())
                     return
                 except AuthError as exc:
                     self._on_submit_refused(key, exc)
                     return
-                except ApiError as exc:
+                except ApiError:
                     # anything else (5xx, 402 on a poll, bad answers) may pass: look again later
-                    self._heard(exc)
                     answer = None
                 done = answer is not None and normalise_status(answer.status) in FINAL_STATUSES
                 if not done and time.monotonic() - followed_since > self.options.job_timeout:
@@ -73,7 +72,6 @@ class Following(PoolBase):
                 if answer is None:
                     continue
                 self._reached = True
-                self._heard()
                 state = normalise_status(answer.status)
                 if state in FINAL_STATUSES:
                     turnaround = answer.server_turnaround
@@ -130,15 +128,14 @@ class Following(PoolBase):
         record = self.records[key]
         if result is None:
             try:
-                result = await self.client.result(record.request_id or "")
+                result = await self._ask(self.client.result(record.request_id or ""))
             except NotFoundError as exc:
                 await self._set(key, state="failed", error=str(exc), finished_at=time.time())
                 return True
             except AuthError as exc:
                 self._on_submit_refused(key, exc)
                 return True
-            except ApiError as exc:
-                self._heard(exc)
+            except ApiError:
                 return False  # it finished; the next look fetches the result again
         final = normalise_status(result.status)
         if final not in FINAL_STATUSES:

@@ -118,20 +118,20 @@ class Pool(Cancelling):
     async def _watch_silence(self) -> None:
         """Stop the run when the API has not answered for give_up_after seconds.
 
-        A job takes minutes and its checks may be far apart, so the clock runs from the
-        first call that got no answer, not from the last answer. Meanwhile the log says,
-        every silence_log_every seconds, what the run is waiting for.
+        A job takes minutes and its checks may be far apart, so the clock runs from when a
+        call began to wait in vain (no connection, timeouts, 5xx, through all its retries),
+        not from the last answer. Meanwhile the log says, every silence_log_every seconds,
+        what the run is waiting for.
         """
         limit = self.options.give_up_after
         said_at: float | None = None
         while True:
             await anyio.sleep(min(1.0, limit / 4))
-            since = self._silent_since
-            if since is None or self._stopping:
+            silent = self._silence()
+            if silent <= 0 or self._stopping:
                 said_at = None
                 continue
             now = time.monotonic()
-            silent = now - since
             if silent >= limit:
                 self._give_up(silent)
                 return

@@ -71,26 +71,24 @@ class Submitting(Following):
             if not await self._claim(key):
                 return
             try:
-                answer = await self.client.submit(
-                    record.model_id, record.payload, on_send=lambda: self._sent.add(key)
+                answer = await self._ask(
+                    self.client.submit(
+                        record.model_id, record.payload, on_send=lambda: self._sent.add(key)
+                    )
                 )
             except SubmitUncertainError as exc:
-                self._heard(exc)
                 await self._set(key, durable=True, state="unknown", error=f"{exc}; {UNKNOWN_HINT}")
                 return
             except (AuthError, BalanceError, EndpointError, ApiTransientError) as exc:
                 # provably not created: the job goes back to pending, untouched
-                self._heard(exc)
                 await self._set(key, durable=True, state="pending", error=None)
                 self.spent -= record.estimated_cost or 0.0
                 self._on_submit_refused(key, exc)
                 return
             except ApiPermanentError as exc:
-                self._heard(exc)
                 await self._set(key, durable=True, state="failed", error=str(exc))
                 return
             self._reached = True
-            self._heard()
             state = normalise_status(answer.status)
             await self._set(
                 key,
