@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from batchgen import _encoding
+
 DELIMITERS = (",", ";", "\t")
 _SAMPLE_RECORDS = 50
 _BLANKISH = re.compile(r"[\s,;]+")
@@ -42,6 +44,7 @@ class CsvDoc:
     newline: str
     records: list[str]  # raw text of each record including its line terminator
     fields: list[list[str]]  # parsed fields of each record
+    found_by: str = ""  # how the encoding was found: byte-order mark, UTF-8, detected, given
 
     def encode(self, text: str) -> bytes:
         """Encode file text the way the file was encoded (BOM included)."""
@@ -50,7 +53,7 @@ class CsvDoc:
     @property
     def encodes_any_text(self) -> bool:
         """True for UTF-8/16, which encode any text that survived strip_illegal."""
-        return self.encoding != "cp1252"
+        return self.encoding.startswith(("utf-8", "utf-16", "utf-32"))
 
     def fit(self, value: str) -> str:
         """Make a new value encodable: characters the encoding lacks become '?'."""
@@ -59,28 +62,25 @@ class CsvDoc:
         return value.encode(self.encoding, "replace").decode(self.encoding)
 
 
-def _decode(data: bytes) -> tuple[bytes, str, str, str]:
-    """Detect the encoding; return (bom, encoding, error handler, text)."""
-    for bom, enc in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
-        if data.startswith(bom):
-            try:
-                return bom, enc, "strict", data[len(bom) :].decode(enc)
-            except UnicodeDecodeError as exc:
-                raise CsvError(f"is not valid {enc.upper()} text") from exc
-    if _looks_binary(data):
+def _decode(data: bytes, encoding: str | None) -> _encoding.Decoded:
+    """Detect (or apply the given) encoding; a CsvError says why the text cannot be read."""
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+        encoding is not None and encoding.startswith("utf-16")
+    )
+    if not utf16 and _looks_binary(data):
         raise CsvError("is not a text CSV file (it contains binary data)")
-    if data.startswith(codecs.BOM_UTF8):
-        # surrogateescape keeps any invalid bytes exactly as they were on write.
-        return (
-            codecs.BOM_UTF8,
-            "utf-8",
-            "surrogateescape",
-            data[3:].decode("utf-8", "surrogateescape"),
-        )
     try:
-        return b"", "utf-8", "surrogateescape", data.decode("utf-8")
-    except UnicodeDecodeError:
-        return b"", "cp1252", "surrogateescape", data.decode("cp1252", "surrogateescape")
+        return _encoding.decode(data, encoding)
+    except UnicodeDecodeError as exc:
+        enc = exc.encoding.upper()
+        raise CsvError(
+            f"is not valid {enc} text (byte {exc.start}); check --encoding / encoding"
+        ) from exc
+    except _encoding.EncodingUnsure as exc:
+        raise CsvError(
+            f"cannot tell its text encoding ({exc}); nothing was sent: name it with "
+            '--encoding NAME (or encoding = "NAME" in the job file), e.g. cp1251'
+        ) from exc
 
 
 def _looks_binary(data: bytes) -> bool:
@@ -174,9 +174,10 @@ def split_terminator(raw: str) -> tuple[str, str]:
     return raw, ""
 
 
-def parse(data: bytes) -> CsvDoc:
+def parse(data: bytes, *, encoding: str | None = None) -> CsvDoc:
     """Decode and split a CSV file into raw records and their fields."""
-    bom, encoding, errors, text = _decode(data)
+    decoded = _decode(data, encoding)
+    bom, encoding, errors, text = decoded.bom, decoded.encoding, decoded.errors, decoded.text
     if not text.strip():
         raise CsvError("is empty")
     newline = _detect_newline(text)
@@ -208,6 +209,7 @@ def parse(data: bytes) -> CsvDoc:
         newline=newline,
         records=records,
         fields=fields,
+        found_by=decoded.how,
     )
 
 

@@ -19,7 +19,7 @@ from batchgen.config import RunConfig
 from batchgen.errors import ConfigError
 from batchgen.ledger import JobRecord, Ledger, LockInfo, ledger_url
 from batchgen.models import ModelCatalog, ModelSpec, load_catalog
-from batchgen.specs import Problem, SheetPlan, build_plan
+from batchgen.specs import Problem, Reading, SheetPlan, build_plan, header_test
 
 if TYPE_CHECKING:
     from batchgen.imagecheck import ImageProblem
@@ -62,7 +62,21 @@ def load_batch(config: RunConfig) -> Batch:
     """Read and validate the sheet; nothing is sent and nothing is written."""
     catalog = config_catalog(config)
     models = config_models(config, catalog)
-    table = sheets.load_sheet(config.sheet, sheet_name=config.sheet_name)
+    test = header_test(
+        models, catalog, columns=config.columns, defaults=config.defaults, ignore=config.ignore
+    )
+    table = sheets.load_sheet(
+        config.sheet,
+        sheet_name=config.sheet_name,
+        header=sheets.HeaderRule(row=config.header_row, test=test),
+        encoding=config.encoding,
+    )
+    reading = Reading(
+        ignore=config.ignore,
+        header_row=table.header_row,
+        header_searched=config.header_row is None,
+        other_sheets=table.other_sheets,
+    )
     plan = build_plan(
         table.headers,
         [(row.number, row.values) for row in table.rows],
@@ -72,6 +86,7 @@ def load_batch(config: RunConfig) -> Batch:
         sheet_name=config.sheet.name,
         catalog=catalog,
         bad_cells=table.bad_cells,
+        reading=reading,
     )
     return Batch(config, table, models[0], plan, catalog)
 

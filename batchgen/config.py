@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import os
 import tomllib
@@ -44,6 +45,9 @@ class RunConfig:
     defaults: dict[str, Any] = field(default_factory=dict)
     models_dir: Path | None = None
     prices: dict[str, Any] = field(default_factory=dict)  # model id or alias -> $ per second
+    header_row: int | None = None  # 1-based; None: the first row naming the required columns
+    ignore: list[str] = field(default_factory=list)  # the team's own headers, never inputs
+    encoding: str | None = None  # a CSV's encoding; None: detected
     jobfile: Path | None = None
 
     @property
@@ -102,7 +106,9 @@ def build_config(target: str | Path, **flags: Any) -> RunConfig:
     else:
         values["sheet"] = str(target)
     for key, value in flags.items():
-        if value is not None and key in _KEYS:
+        if key == "ignore" and value:  # the command line's names join the job file's
+            values["ignore"] = [*_as_list(values.get("ignore")), *value]
+        elif key != "ignore" and value is not None and key in _KEYS:
             values[key] = value
     try:
         config = RunConfig(
@@ -215,3 +221,31 @@ def _check(config: RunConfig) -> None:
         raise ConfigError("job_timeout must be above 0 seconds")
     if not isinstance(config.give_up_after, int | float) or config.give_up_after <= 0:
         raise ConfigError(f"give_up_after must be above 0 seconds, not {config.give_up_after!r}")
+    _check_sheet_reading(config)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _check_sheet_reading(config: RunConfig) -> None:
+    """header_row, ignore and encoding: the settings that say how the sheet is read."""
+    row = config.header_row
+    if row is not None and (isinstance(row, bool) or not isinstance(row, int) or row < 1):
+        raise ConfigError(f"header_row must be a row number of at least 1, not {row!r}")
+    if isinstance(config.ignore, str):
+        config.ignore = [config.ignore]
+    if not isinstance(config.ignore, list | tuple) or not all(
+        isinstance(name, str) for name in config.ignore
+    ):
+        raise ConfigError('ignore must be a list of header names, e.g. ignore = ["Status"]')
+    config.ignore = list(config.ignore)
+    if config.encoding is not None:
+        try:
+            config.encoding = codecs.lookup(str(config.encoding)).name
+        except LookupError:
+            raise ConfigError(
+                f"unknown encoding {config.encoding!r} (e.g. utf-8, cp1252, cp1251, shift_jis)"
+            ) from None

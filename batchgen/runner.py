@@ -85,6 +85,16 @@ class RunResult:
     cancelled_by: str | None = None  # who stopped it with `batchgen cancel`
 
 
+def refuse_unsure_headers(batch: Batch) -> None:
+    """Say how headers were read; refuse (before anything is paid) headers that need a word."""
+    columns = batch.plan.columns
+    name = batch.config.sheet.name
+    if columns.mapped:
+        log.info("%s: headers read as inputs: %s", name, ", ".join(map(str, columns.mapped)))
+    if columns.unsure:
+        raise SheetError(f"{name}: {columns.unsure_text()}; nothing was sent")
+
+
 def download_name(batch: Batch) -> Callable[[JobRecord], str]:
     """Stable, filesystem-safe file names: row, a name/variant column when present, the job."""
     headers = [h.strip().lower() for h in batch.table.headers]
@@ -110,6 +120,7 @@ def run_batch(
 ) -> RunResult:
     """Run a sheet end to end; the sheet is written during the run and at the end."""
     batch = load_batch(config)
+    refuse_unsure_headers(batch)
     if config.strict and batch.plan.invalid:
         first = next(iter(batch.plan.invalid.values()))[0]
         count = len(batch.plan.invalid)

@@ -13,6 +13,7 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +65,8 @@ class Table:
     _append_at: int = field(default=0, repr=False, compare=False)
     # row number → (header, rule) of cells no job may be made of (a NUL, a huge CSV cell)
     bad_cells: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    other_sheets: list[str] = field(default_factory=list)  # the workbook's other worksheets
+    header_found: bool = True  # False: no row named the required columns (the first was taken)
 
 
 @dataclass
@@ -77,14 +80,34 @@ class Results:
 # --------------------------------------------------------------------------- loading
 
 
-def load_sheet(path: str | Path, *, sheet_name: str | None = None) -> Table:
+HeaderTest = Callable[[list[str]], bool]
+# title, blank and group-header rows above the header: a header further down is not sought
+HEADER_SCAN_ROWS = 50
+
+
+@dataclass(frozen=True)
+class HeaderRule:
+    """How to find the header: a fixed row (--header-row), or the first row passing a test."""
+
+    row: int | None = None
+    test: HeaderTest | None = None
+
+
+def load_sheet(
+    path: str | Path,
+    *,
+    sheet_name: str | None = None,
+    header: HeaderRule | None = None,
+    encoding: str | None = None,
+) -> Table:
     """Read the first worksheet of an .xlsx (or `sheet_name`), or a .csv."""
     p = Path(path)
     data, mode = _read_file(p)
     kind = _kind_of(p)
+    rule = header or HeaderRule()
     if kind == "csv":
-        return _load_csv(p, data, mode)
-    return _load_xlsx(p, data, mode, sheet_name)
+        return _load_csv(p, data, mode, rule, encoding)
+    return _load_xlsx(p, data, mode, sheet_name, rule)
 
 
 def _fail(path: Path, problem: str) -> SheetError:
@@ -133,18 +156,49 @@ def _last_used(values: list[object]) -> int:
     return 0
 
 
+def _find_header(
+    p: Path, grid: list[list[object]], used: list[int], rule: HeaderRule
+) -> tuple[int, bool]:
+    """(0-based header row, whether it passed the test): a fixed row, or the first that does.
+
+    Without a passing row the first non-blank row is taken, and the caller's missing-columns
+    error names it.
+    """
+    if rule.row is not None:
+        index = rule.row - 1
+        if index >= len(grid) or not used[index]:
+            last = len(grid)
+            raise _fail(p, f"header row {rule.row} is blank or past the last row ({last})")
+        return index, True
+    candidates = [i for i, n in enumerate(used) if n][:HEADER_SCAN_ROWS]
+    if rule.test is not None:
+        for i in candidates:
+            if rule.test([_header_text(v) for v in grid[i][: used[i]]]):
+                return i, True
+    return candidates[0], rule.test is None
+
+
+def _header_text(value: object) -> str:
+    """A header cell as text ('' for empty)."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _build(
-    p: Path, grid: list[list[object]], empty_problem: str
-) -> tuple[int, list[str], list[Row], int]:
-    """Find the header (first non-blank row); return (header_row, headers, rows, append_at)."""
+    p: Path, grid: list[list[object]], empty_problem: str, rule: HeaderRule
+) -> tuple[int, list[str], list[Row], int, bool]:
+    """Find the header; return (header_row, headers, rows, append_at, found)."""
     used = [_last_used(row) for row in grid]
-    header_index = next((i for i, n in enumerate(used) if n), None)
-    if header_index is None:
+    if not any(used):
         raise _fail(p, empty_problem)
+    header_index, found = _find_header(p, grid, used, rule)
     width = max(used[header_index:])  # unlabeled data columns count too
     header = list(grid[header_index][:width])
     header += [None] * (width - len(header))
-    headers = ["" if v is None else str(v) for v in header]
+    headers = [_header_text(v) for v in header]
     rows = []
     pad = (None,) * width
     for i in range(header_index + 1, len(grid)):
@@ -155,7 +209,7 @@ def _build(
             rows.append(Row(number=i + 1, values=values))
     # Output columns go after every cell holding anything, even whitespace, so none is lost.
     present = max((_last_present(row) for row in grid[header_index:]), default=0)
-    return header_index + 1, headers, rows, max(width, present)
+    return header_index + 1, headers, rows, max(width, present), found
 
 
 def _last_present(values: list[object]) -> int:
@@ -166,18 +220,20 @@ def _last_present(values: list[object]) -> int:
     return 0
 
 
-def _load_csv(p: Path, data: bytes, mode: int) -> Table:
+def _load_csv(p: Path, data: bytes, mode: int, rule: HeaderRule, encoding: str | None) -> Table:
     """Load a CSV with its dialect remembered for write-back."""
     if data.startswith(_ZIP_MAGIC):
         raise _fail(p, "looks like an Excel workbook, not a CSV; rename it to .xlsx")
     if data.startswith(_OLE2_MAGIC):
         raise _fail(p, "is an Excel binary or password-protected file, not a CSV")
     try:
-        doc = _csvfile.parse(data)
+        doc = _csvfile.parse(data, encoding=encoding)
     except _csvfile.CsvError as exc:
         raise _fail(p, str(exc)) from exc
     grid: list[list[object]] = [[v if v != "" else None for v in rec] for rec in doc.fields]
-    header_row, headers, rows, append_at = _build(p, grid, "is empty (no non-blank row)")
+    header_row, headers, rows, append_at, found = _build(
+        p, grid, "is empty (no non-blank row)", rule
+    )
     return Table(
         path=p,
         kind="csv",
@@ -189,6 +245,7 @@ def _load_csv(p: Path, data: bytes, mode: int) -> Table:
         _csv=doc,
         _append_at=append_at,
         bad_cells=_bad_csv_cells(doc, headers, header_row),
+        header_found=found,
     )
 
 
@@ -212,7 +269,7 @@ def _bad_csv_cells(
     return bad
 
 
-def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table:
+def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None, rule: HeaderRule) -> Table:
     """Load one worksheet through pandas+calamine and index its XML for write-back."""
     if data.startswith(_OLE2_MAGIC):
         raise _fail(p, "is password-protected or an old .xls file; save it as .xlsx")
@@ -239,7 +296,10 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table
         sheet = _xlsx.parse_sheet(_xlsx.read_part(book, ref.part))
     except _xlsx.XlsxError as exc:
         raise _fail(p, str(exc)) from exc
-    header_row, headers, rows, append_at = _build(p, grid, f"sheet {name!r} has no non-blank row")
+    header_row, headers, rows, append_at, found = _build(
+        p, grid, f"sheet {name!r} has no non-blank row", rule
+    )
+    others = [s.name for s in book.sheets if s.rel_type == _xlsx.REL_WORKSHEET and s.name != name]
     # Never append into a merged block that covers the header row.
     merged_end = [c2 + 1 for r1, _, r2, c2 in sheet.merges if r1 <= header_row <= r2]
     return Table(
@@ -254,6 +314,8 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None) -> Table
         _sheet_part=ref.part,
         _sheet=sheet,
         _append_at=max([append_at, *merged_end]),
+        other_sheets=[n for n in others if n != RESULTS_SHEET],
+        header_found=found,
     )
 
 
@@ -569,6 +631,7 @@ def _fsync_dir(directory: Path) -> None:
 __all__ = [
     "OUTPUT_COLUMNS",
     "RESULTS_SHEET",
+    "HeaderRule",
     "Results",
     "Row",
     "Table",

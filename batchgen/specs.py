@@ -7,12 +7,13 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 from batchgen.errors import SheetError
+from batchgen.headers import ColumnMap, defaults_by_key, map_headers, where_text
 from batchgen.models import (
     RESULT_ROLES,
     ROLES,
@@ -74,6 +75,7 @@ class SheetPlan:
     warnings: list[Problem] = field(default_factory=list)
     row_count: int = 0
     multi_model: bool = False  # the sheet names several models: every line names its model
+    columns: ColumnMap = field(default_factory=ColumnMap)  # how the headers were read
     models: dict[str, ModelSpec] = field(default_factory=dict)  # by id, as the plan used them
 
     def jobs_by_row(self) -> dict[int, list[JobSpec]]:
@@ -88,10 +90,6 @@ class SheetPlan:
         """Models of this plan's jobs without a price (their cost is unknown)."""
         ids = {job.model_id for job in self.jobs if job.estimated_cost is None}
         return [self.models[i] for i in sorted(ids) if i in self.models]
-
-
-def _norm(header: str) -> str:
-    return str(header).strip().lower()
 
 
 def _field_key(name: str) -> str:
@@ -130,34 +128,10 @@ def map_columns(
     """Map roles, model fields and `takes`/`job_id`/`model` to column indexes.
 
     Keys are role names, `takes`, `job_id`, `model`, or `field:NAME` for a model's own input
-    that plays no role; two columns for one key is an error.
+    that plays no role; see headers.map_headers for how a header is read.
     """
     keys = column_keys(catalog or load_catalog())
-    aliases = {_norm(header): _norm(name) for name, header in (columns or {}).items()}
-    found: dict[str, int] = {}
-    for index, header in enumerate(headers):
-        norm = _norm(header)
-        key = keys.get(aliases.get(norm, norm))
-        if key is None:
-            continue
-        if key in found:
-            first = headers[found[key]]
-            shown = key.removeprefix(FIELD_PREFIX)
-            raise SheetError(
-                f"{sheet_name}: columns '{first}' and '{header}' both map to the field '{shown}'"
-            )
-        found[key] = index
-    return found
-
-
-def _defaults_by_key(defaults: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
-    """[defaults] keyed like the columns: by role, or `field:NAME`."""
-    out: dict[str, Any] = {}
-    for name, value in defaults.items():
-        key = keys.get(_norm(name))
-        if key is not None:
-            out[key] = value
-    return out
+    return map_headers(headers, keys, columns=columns, sheet_name=sheet_name).fields
 
 
 def _as_text(value: Any) -> str:
@@ -251,21 +225,27 @@ def build_plan(
     sheet_name: str = "sheet",
     catalog: ModelCatalog | None = None,
     bad_cells: Mapping[int, Sequence[tuple[str, str]]] | None = None,
+    reading: Reading | None = None,
 ) -> SheetPlan:
     """Validate every (row number, values) pair and expand valid rows into job specs.
 
     `model` is the sheet's model (or models, from `--model a|b`); a `model` column names a
     row's own, by id or alias, looked up in `catalog` (the shipped models by default).
     `bad_cells` names rows the sheet reader found unfit (row → (column, rule)): invalid rows.
+    `reading` says which headers are the team's own and where the header was found.
     """
+    reading = reading or Reading()
     default_models = [model] if isinstance(model, ModelSpec) else list(model)
     catalog = catalog or ModelCatalog(list(load_catalog()) + default_models)
     keys = column_keys(catalog)
-    mapping = map_columns(headers, columns=columns, sheet_name=sheet_name, catalog=catalog)
-    by_key = _defaults_by_key(defaults or {}, keys)
+    column_map = map_headers(
+        headers, keys, columns=columns, ignore=reading.ignore, sheet_name=sheet_name
+    )
+    mapping = column_map.fields
+    by_key = defaults_by_key(keys, defaults or {})
     sheet = _Sheet(headers, mapping, by_key, catalog, default_models)
-    _check_required(sheet, rows, sheet_name)
-    plan = SheetPlan(row_count=len(rows))
+    _check_required(sheet, rows, sheet_name, reading)
+    plan = SheetPlan(row_count=len(rows), columns=column_map)
     plan.multi_model = MODEL_COLUMN in mapping or len(default_models) > 1
     seen: dict[str, int] = {}
     for number, values in rows:
@@ -317,8 +297,45 @@ def _key_of(model: ModelSpec, name: str) -> str:
     return model.role_of(name) or _field_key(name)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How the sheet was read: the team's own headers, and where the header was found."""
+
+    ignore: Sequence[str] = ()
+    header_row: int | None = None
+    header_searched: bool = True  # False: the user named the row (--header-row)
+    other_sheets: Sequence[str] = ()
+
+
+def header_test(
+    models: Sequence[ModelSpec],
+    catalog: ModelCatalog,
+    *,
+    columns: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    ignore: Sequence[str] = (),
+) -> Callable[[list[str]], bool]:
+    """The test a sheet's rows are put to, top down: does this row name the required inputs?"""
+    keys = column_keys(catalog)
+    by_key = defaults_by_key(keys, defaults or {})
+    needed = {_key_of(m, name) for m in models for name in m.required}
+    needed = {k for k in needed if _is_empty(by_key.get(k))}
+
+    def test(cells: list[str]) -> bool:
+        try:
+            found = map_headers(cells, keys, columns=columns, ignore=ignore, strict_columns=False)
+        except SheetError:
+            return True  # two headers for one input: this is the header, and the error says so
+        return needed <= set(found.fields)
+
+    return test
+
+
 def _check_required(
-    sheet: _Sheet, rows: Sequence[tuple[int, Sequence[Any]]], sheet_name: str
+    sheet: _Sheet,
+    rows: Sequence[tuple[int, Sequence[Any]]],
+    sheet_name: str,
+    reading: Reading,
 ) -> None:
     """A model the sheet uses whose required input has no column and no default."""
     used = list(sheet.default_models)
@@ -345,7 +362,16 @@ def _check_required(
             )
             plural = "s" if len(missing) > 1 else ""
             needed = f" for {model.name}" if len(used) > 1 else ""
-            raise SheetError(f"{sheet_name}: missing required column{plural} {names}{needed}")
+            where = where_text(
+                [model.role_of(n) or n for n in missing],
+                sheet.headers,
+                header_row=reading.header_row,
+                searched=reading.header_searched,
+                other_sheets=reading.other_sheets,
+            )
+            raise SheetError(
+                f"{sheet_name}: missing required column{plural} {names}{needed}{where}"
+            )
 
 
 def _row_models(
