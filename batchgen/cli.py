@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from batchgen import batch, cli_tools, console
+from batchgen import batch, cli_tools, console, report
 from batchgen.config import RunConfig, build_config
 from batchgen.errors import EXIT_CANNOT_START, EXIT_SIGINT, EXIT_SIGTERM, BatchgenError
 from batchgen.models import DEFAULT_MODEL_ID
@@ -65,6 +65,25 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
             "--log-file",
             default=None,
             help="Also append everything the command reports, with date and time, to this file.",
+        ),
+        click.option(
+            "--header-row",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Row N is the header (default: the first row naming the required columns).",
+        ),
+        click.option(
+            "--ignore-column",
+            "ignore",
+            multiple=True,
+            metavar="NAME",
+            help="A header of the team's own, never read as an input (repeatable).",
+        ),
+        click.option(
+            "--encoding",
+            default=None,
+            metavar="NAME",
+            help="A CSV's text encoding, e.g. cp1251 (default: detected).",
         ),
     ]
     for option in reversed(options):
@@ -232,6 +251,7 @@ def check(
     checked = batch.check_batch(config, images=images)
     plan = checked.batch.plan
     problems = [p for row in sorted(plan.invalid) for p in plan.invalid[row]]
+    unsure = plan.columns.unsure
     if as_json:
         click.echo(
             json.dumps(
@@ -249,23 +269,28 @@ def check(
                         for p in plan.warnings
                     ],
                     "estimated_cost_usd": round(checked.estimated_cost, 4),
-                },
+                }
+                | report.sheet_reading(checked.batch.table, plan),
                 indent=2,
             )
         )
     else:
         click.echo(f"{shown(config.sheet)}: {plan.row_count} rows, {len(plan.jobs)} jobs")
-        for line in [*problems, *checked.image_problems]:
+        for line in report.reading_lines(checked.batch.table, plan):
+            click.echo(line)
+        for line in [*report.problem_lines(problems), *checked.image_problems]:
             click.echo(f"error: {line}")
-        for warning in plan.warnings:
-            click.echo(f"warning: {warning}")
+        for line in report.problem_lines(plan.warnings):
+            click.echo(f"warning: {line}")
         invalid = len(checked.invalid_rows)
         click.echo(
             f"estimated cost: ${checked.estimated_cost:.2f} for {checked.valid_jobs} valid "
             f"job(s) of {plan.row_count - invalid} valid row(s)"
         )
         click.echo("all rows valid" if not invalid else f"{invalid} invalid row(s)")
-    sys.exit(0 if not checked.invalid_rows else 1)
+        if unsure:
+            click.echo(f"{len(unsure)} header(s) need your word: run refuses the sheet until then")
+    sys.exit(0 if not checked.invalid_rows and not unsure else 1)
 
 
 @cli.command(short_help="Show jobs by state, the spend so far and the run in progress.")

@@ -199,3 +199,68 @@ def results_rows(plan: SheetPlan, records: Mapping[str, JobRecord]) -> list[list
             )
     rows.sort(key=lambda item: item[0])
     return [values for _, values in rows]
+
+
+# --------------------------------------------------------------------------- check output
+
+PROBLEM_LINES = 20  # distinct problems shown by `check`; the rest are counted
+ROWS_SHOWN = 3  # rows named for a problem repeated on many rows
+
+
+def problem_lines(problems: Sequence[Problem], *, limit: int = PROBLEM_LINES) -> list[str]:
+    """Problems as lines, one per distinct (column, model, message) with its count and rows."""
+    groups: dict[tuple[str, str, str], list[Problem]] = {}
+    for problem in problems:
+        groups.setdefault((problem.column, problem.model, problem.message), []).append(problem)
+    lines = []
+    for (column, model, message), group in list(groups.items())[:limit]:
+        if len(group) == 1:
+            lines.append(str(group[0]))
+            continue
+        rows = [p.row for p in group]
+        shown = ", ".join(str(r) for r in rows[:ROWS_SHOWN])
+        more = f" … ({len(rows):,} rows)" if len(rows) > ROWS_SHOWN else ""
+        where = f"column '{column}'" + (f", model {model}" if model else "")
+        lines.append(f"{where}: {message}: rows {shown}{more}")
+    if len(groups) > limit:
+        rest = list(groups.values())[limit:]
+        rows_left = len({p.row for group in rest for p in group})
+        lines.append(f"… and {len(rest):,} more kinds of problem on {rows_left:,} row(s)")
+    return lines
+
+
+def reading_lines(table: Any, plan: SheetPlan) -> list[str]:
+    """How `check` read the sheet: where the header is, the encoding, the headers mapped."""
+    where = f"worksheet '{table.sheet_name}', " if table.sheet_name else ""
+    lines = [f"read: {where}header row {table.header_row}" + _encoding_text(table)]
+    columns = plan.columns
+    if columns.mapped:
+        lines.append("headers read as inputs: " + ", ".join(map(str, columns.mapped)))
+    if columns.ignored:
+        lines.append("ignored (the team's own): " + ", ".join(repr(h) for h in columns.ignored))
+    if columns.unsure:
+        lines.append(f"error: headers need your word: {columns.unsure_text()}")
+    return lines
+
+
+def _encoding_text(table: Any) -> str:
+    doc = getattr(table, "_csv", None)
+    if doc is None:
+        return ""
+    bom = " with BOM" if doc.bom else ""
+    return f"; encoding {doc.encoding}{bom} ({doc.found_by})"
+
+
+def sheet_reading(table: Any, plan: SheetPlan) -> dict[str, Any]:
+    """The same as reading_lines, for `check --json`."""
+    doc = getattr(table, "_csv", None)
+    return {
+        "worksheet": table.sheet_name,
+        "header_row": table.header_row,
+        "encoding": doc.encoding if doc is not None else None,
+        "headers_mapped": {m.header: m.field for m in plan.columns.mapped},
+        "headers_unsure": [
+            {"header": m.header, "resembles": m.field, "why": m.how} for m in plan.columns.unsure
+        ],
+        "headers_ignored": plan.columns.ignored,
+    }

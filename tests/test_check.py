@@ -206,3 +206,47 @@ def test_good_rows_in_a_sheet_with_bad_ones_still_complete(
     assert result.returncode == 1
     assert "invalid rows: 3, 5" in result.stdout
     assert len(sim.simulator.submissions()) == 4
+
+
+def test_check_output_is_bounded_a_repeated_problem_is_one_line(tmp_path: Path) -> None:
+    rows = ad_rows(5000)
+    for i in range(0, 5000, 2):
+        rows[i]["duration"] = 15
+    rows[1]["ratio"] = "2:1"
+    sheet = write_csv(tmp_path / "ads.csv", rows)
+
+    checked = run_cli(["check", sheet], None)
+
+    assert checked.returncode == 1
+    lines = checked.stdout.splitlines()
+    assert len(lines) < 10, lines
+    assert "error: column 'duration': duration 15 is outside 4–12: rows 2, 4, 6 … (2,500 rows)" in (
+        lines
+    )
+    assert "error: row 3, column 'ratio': ratio '2:1' is not one of" in checked.stdout
+    assert "2501 invalid row(s)" in checked.stdout
+
+
+def test_check_says_how_it_read_the_sheet_and_flags_override_it(tmp_path: Path) -> None:
+    text = "Campaign notes\n\nprompt,Image URL,Aspect ratio,Resolutoin\n"
+    text += f"Кроссовки на беговой дорожке крупным планом,{IMAGE},9:16,720p\n" * 3
+    sheet = tmp_path / "ads.csv"
+    sheet.write_bytes(text.encode("cp1251"))
+
+    checked = run_cli(["check", sheet], None)
+    flagged = run_cli(
+        ["check", sheet, "--ignore-column", "resolutoin", "--encoding", "cp1251"], None
+    )
+    fixed_row = run_cli(["check", sheet, "--header-row", "1", "--encoding", "cp1251"], None)
+
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "read: header row 3; encoding cp1251 (detected)" in checked.stdout
+    assert "'Image URL' → first_frame_image_url (synonym)" in checked.stdout
+    assert "'Aspect ratio' → ratio (synonym)" in checked.stdout
+    assert "'Resolutoin' resembles resolution (typo)" in checked.stdout
+    assert "1 header(s) need your word" in checked.stdout
+    assert flagged.returncode == 0, flagged.stdout
+    assert "encoding cp1251 (given)" in flagged.stdout
+    assert "ignored (the team's own): 'Resolutoin'" in flagged.stdout
+    assert fixed_row.returncode == 2
+    assert "row 1 was read as the header: 'Campaign notes'" in fixed_row.stderr

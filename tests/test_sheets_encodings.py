@@ -9,7 +9,7 @@ import pytest
 
 from batchgen._encoding import EncodingUnsure, decode
 from batchgen.simulator import SimulatorServer
-from tests.conftest import IMAGE, run_cli
+from tests.helpers import IMAGE, run_cli
 
 PROMPTS = {
     "cp1251": [

@@ -8,7 +8,7 @@ import xlsxwriter
 from openpyxl import load_workbook
 
 from batchgen.simulator import SimulatorServer
-from tests.conftest import IMAGE, read_csv, run_cli, write_csv
+from tests.helpers import IMAGE, read_csv, run_cli, write_csv
 
 PROMPTS = ["Sneaker on a running track", "Coffee cup by the window", "Watch on a wrist"]
 
@@ -63,7 +63,7 @@ def test_the_header_is_found_below_a_title_and_group_headers(
 def test_header_row_in_a_job_file_overrides_the_search(
     tmp_path: Path, sim: SimulatorServer
 ) -> None:
-    sheet = team_workbook(tmp_path / "ads.xlsx", cover=False)
+    team_workbook(tmp_path / "ads.xlsx", cover=False)
     job = tmp_path / "job.toml"
     job.write_text('sheet = "ads.xlsx"\nheader_row = 3\n')
 
