@@ -81,7 +81,11 @@ def shown(key: str) -> str:
 
 def resolve_key(keys: Mapping[str, str], name: str) -> str | None:
     """A `[columns]`/`[defaults]` name (role, field, or its normalised spelling) → its key."""
-    return keys.get(normalise(name))
+    found = keys.get(str(name).strip().lower())
+    if found is not None:
+        return found
+    wanted = normalise(name)
+    return next((key for known, key in keys.items() if normalise(known) == wanted), None)
 
 
 @dataclass(frozen=True)
@@ -250,7 +254,7 @@ def map_headers(
             result.unsure.append(HeaderMatch(match.column, match.header, match.key, why))
             continue
         result.fields[match.key] = match.column
-        if normalise(match.header) != normalise(match.field):
+        if match.how != "name":  # a role's or a model's own name, in any spelling, goes unsaid
             result.mapped.append(match)
     result.mapped.sort(key=lambda m: m.column)
     result.unsure.sort(key=lambda m: m.column)

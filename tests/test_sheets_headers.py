@@ -99,7 +99,6 @@ def test_headers_that_mean_a_field_are_mapped_and_said(
     assert result.returncode == 0, result.stderr
     assert "'Aspect ratio' → ratio" in result.stderr
     assert "'Duration (s)' → duration" in result.stderr
-    assert "'Image URL' → first_frame_image_url" in result.stderr
     sent = [s.payload for s in sim.simulator.submissions()]
     assert len(sent) == 3
     assert all(p["ratio"] == "9:16" and p["duration"] == 8 for p in sent)
@@ -158,7 +157,7 @@ def test_columns_and_defaults_naming_nothing_are_refused_with_the_nearest_names(
         wrong_header.stderr
     )
     assert wrong_default.returncode == 2
-    assert "[defaults] durration: no such model field or role; nearest: 'duration'" in (
+    assert "[defaults] durration: no such role or model field; nearest: 'duration'" in (
         wrong_default.stderr
     )
     assert wrong_field.returncode == 2 and "[columns] aspect" in wrong_field.stderr
