@@ -208,8 +208,8 @@ def map_headers(
             raise ConfigError(
                 f"[columns] {name}: no such role or model field{_nearest_text(str(name), known)}"
             )
-        index = by_norm.get(normalise(header))
-        if index is None:
+        at = by_norm.get(normalise(header))
+        if at is None:
             if not strict_columns:
                 continue
             seen = [h for h in headers if str(h).strip()]
@@ -220,8 +220,8 @@ def map_headers(
         if key in result.fields:
             first = headers[result.fields[key]]
             raise ConfigError(f"[columns] maps both {first!r} and {header!r} to {shown(key)}")
-        result.fields[key] = index
-        taken.add(index)
+        result.fields[key] = at
+        taken.add(at)
     names, loose = _names(keys), _loose(keys)
     sure: list[HeaderMatch] = []
     for index, header in enumerate(headers):
