@@ -278,8 +278,10 @@ def check(
         click.echo(f"{shown(config.sheet)}: {plan.row_count} rows, {len(plan.jobs)} jobs")
         for line in report.reading_lines(checked.batch.table, plan):
             click.echo(line)
-        for line in [*report.problem_lines(problems), *checked.image_problems]:
+        for line in report.problem_lines(problems):
             click.echo(f"error: {line}")
+        for image_problem in checked.image_problems:
+            click.echo(f"error: {image_problem}")
         for line in report.problem_lines(plan.warnings):
             click.echo(f"warning: {line}")
         invalid = len(checked.invalid_rows)
