@@ -6,6 +6,7 @@ import ast
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,19 @@ def test_importing_the_cli_and_the_runner_loads_neither_room() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_every_subpackage_is_listed_for_the_wheel() -> None:
+    # a package missing from [tool.setuptools] packages works installed editable and is
+    # silently left out of a wheel
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(("batchgen", *init.parent.relative_to(PACKAGE).parts))
+        for init in PACKAGE.rglob("__init__.py")
+    }
+    assert "batchgen.pool" in found
+    assert found - listed == set()
 
 
 def _imports_of(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
