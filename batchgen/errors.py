@@ -12,7 +12,7 @@ BatchgenError
     └── ApiPermanentError  retrying will not help
         ├── AuthError      401/403: the token is missing or rejected (exit 2)
         ├── BalanceError   402 or error_code 400002: out of credit
-        └── NotFoundError  404: unknown or expired request_id
+        └── NotFoundError  404: unknown or expired request_id, or one the API never gives
 """
 
 from __future__ import annotations
@@ -95,4 +95,4 @@ class BalanceError(ApiPermanentError):
 
 
 class NotFoundError(ApiPermanentError):
-    """The request_id is unknown to the API or has expired (404)."""
+    """The request_id is unknown to the API or has expired (404), or is not one it gives."""

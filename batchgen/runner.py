@@ -34,7 +34,7 @@ from batchgen.batch import (
     write_sheet,
 )
 from batchgen.cancel import CancelReport, cancel_batch
-from batchgen.client import ApiClient, RetryPolicy, token_from_env
+from batchgen.client import ApiClient, RetryPolicy, check_token, token_from_env
 from batchgen.config import RunConfig
 from batchgen.errors import (
     EXIT_JOBS_FAILED,
@@ -129,7 +129,7 @@ def run_batch(
             f"first: {first}"
         )
     check_prices(batch)
-    token = token or token_from_env()
+    token = check_token(token) if token else token_from_env()
     # the sheet is first written at the first checkpoint (5 s), not at the start: a short
     # run would spend a write on cells that only say "pending"; but a sheet that cannot be
     # written (read-only, a folder without room for a temporary file) is refused first

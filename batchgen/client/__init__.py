@@ -11,6 +11,8 @@ from batchgen.client.api import (
     DEFAULT_TIMEOUT,
     ApiClient,
     RateLimiter,
+    check_token,
+    is_request_id,
     token_from_env,
 )
 from batchgen.client.media import MediaClient, stream_prefix
@@ -29,6 +31,8 @@ __all__ = [
     "RateLimiter",
     "RetryPolicy",
     "Submitted",
+    "check_token",
+    "is_request_id",
     "normalise_status",
     "set_testing",
     "stream_prefix",

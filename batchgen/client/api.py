@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,7 +27,13 @@ from batchgen.client.answers import (
 )
 from batchgen.client.media import MediaClient
 from batchgen.client.retry import RetryPolicy
-from batchgen.errors import ApiTransientError, ConfigError, EndpointError, SubmitUncertainError
+from batchgen.errors import (
+    ApiTransientError,
+    ConfigError,
+    EndpointError,
+    NotFoundError,
+    SubmitUncertainError,
+)
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 # httpx's meaning: connect is the TCP (and TLS) set-up, read and write the longest gap
@@ -60,11 +67,62 @@ class RateLimiter:
 
 
 def token_from_env() -> str:
-    """The API token from RUNCOMFY_API_TOKEN, or a ConfigError."""
-    token = os.environ.get("RUNCOMFY_API_TOKEN", "").strip()
-    if not token:
+    """The API token from RUNCOMFY_API_TOKEN, checked (see check_token), or a ConfigError."""
+    return check_token(os.environ.get("RUNCOMFY_API_TOKEN", ""))
+
+
+def check_token(token: str) -> str:
+    """`token` if it can go in a header as it is: printable ASCII, no whitespace.
+
+    Anything else is a ConfigError that says what is wrong and never shows the token: a
+    line break would start a header of its own, and no RunComfy key holds such characters.
+    """
+    if not token.strip():
         raise ConfigError("no API token: set RUNCOMFY_API_TOKEN to your RunComfy API key")
+    for at, char in enumerate(token):
+        if "!" <= char <= "~":
+            continue
+        if char in "\r\n":
+            what = "a line break (a file saved with Windows line endings?)"
+        elif char.isspace():
+            what = "a space or tab"
+        elif not char.isprintable():
+            what = "a control character"
+        else:
+            what = "a character outside ASCII"
+        where = "at its start" if at == 0 else "at its end" if at == len(token) - 1 else "inside"
+        raise ConfigError(
+            f"RUNCOMFY_API_TOKEN holds {what} {where}; a RunComfy API key is printable ASCII "
+            "without spaces: set it again (the token is not shown)"
+        )
     return token
+
+
+# what a request_id may hold: RunComfy's are UUIDs; anything else could turn a path
+# such as /v1/requests/{id}/status into another one ("../", "?", "#", "%2F")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+REQUEST_ID_RULE = "letters, digits and . _ : - only, at most 128, not . or .."
+
+
+def is_request_id(request_id: str) -> bool:
+    """Whether `request_id` is one the API could have given (see _REQUEST_ID)."""
+    return bool(_REQUEST_ID.fullmatch(request_id)) and request_id not in (".", "..")
+
+
+def request_path(request_id: str, action: str) -> str:
+    """`/v1/requests/{request_id}/{action}`, the id checked and quoted as one path segment.
+
+    An id the API could not have given is a NotFoundError naming it: the request is never
+    sent, so no other job's answer can be taken for it.
+    """
+    if not is_request_id(request_id):
+        raise NotFoundError(
+            f"request_id {request_id[:60]!r} is not one the API gives ({REQUEST_ID_RULE}); "
+            "it was not sent"
+        )
+    return f"/v1/requests/{quote(request_id, safe='')}/{action}"
 
 
 class ApiClient:
@@ -84,6 +142,7 @@ class ApiClient:
         retry: RetryPolicy | None = None,
         rate: float | None = None,
     ) -> None:
+        token = check_token(token)
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
         self._max_connections = max_connections
@@ -233,23 +292,29 @@ class ApiClient:
             request_id = data.get("request_id") if isinstance(data, dict) else None
             if not request_id:
                 raise SubmitUncertainError("submit: the answer has no request_id")
+            if not is_request_id(text(request_id)):
+                # a job may exist, but following it could read another job's answers
+                raise SubmitUncertainError(
+                    f"submit: the answer's request_id {text(request_id)[:60]!r} is not one "
+                    f"batchgen can follow safely ({REQUEST_ID_RULE})"
+                )
             return Submitted(text(request_id), text(data.get("status") or "in_queue"))
 
         return await self._retrying(once)
 
     async def status(self, request_id: str) -> JobStatus:
         """Current status (and queue position) of a request."""
-        path = f"/v1/requests/{quote(request_id)}/status"
+        path = request_path(request_id, "status")
         return job_status(await self._retrying(lambda: self._call("status", "GET", path)))
 
     async def result(self, request_id: str) -> JobStatus:
         """The outcome of a finished request (or its current status if not finished)."""
-        path = f"/v1/requests/{quote(request_id)}/result?include_cost=true"
+        path = request_path(request_id, "result") + "?include_cost=true"
         return job_status(await self._retrying(lambda: self._call("result", "GET", path)))
 
     async def cancel(self, request_id: str) -> str:
         """Ask to cancel a request; returns the outcome (`cancelled`, `not_cancellable`, ...)."""
-        path = f"/v1/requests/{quote(request_id)}/cancel"
+        path = request_path(request_id, "cancel")
         data = await self._retrying(lambda: self._call("cancel", "POST", path))
         outcome = str(data.get("outcome") or data.get("status") or "")
         return (
