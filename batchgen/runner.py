@@ -140,7 +140,8 @@ def run_batch(
     try:
         _remove_stale_temp_files(batch)
         with bulk_allocations():
-            start = resume(batch.plan, ledger, config, scope=batch.scope, shown=Shown(batch.table))
+            shown = Shown(batch.table, output=config.output)
+            start = resume(batch.plan, ledger, config, scope=batch.scope, shown=shown)
         if start.adopted:
             log.warning(
                 "rebuilt the ledger from the sheet: %d job(s) the ledger %s had no request_id "

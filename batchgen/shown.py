@@ -8,6 +8,7 @@ from being paid for again when the ledger was deleted, emptied or replaced.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from batchgen import _csvfile, sheets
 from batchgen.errors import SheetError
@@ -17,11 +18,13 @@ class Shown:
     """What the sheet shows of earlier runs: its output cells and its results table.
 
     A lost ledger is rebuilt from these, so a job the sheet shows with a request_id is never
-    paid for again. Both are read on demand: most runs never ask.
+    paid for again. Both are read on demand: most runs never ask. With --output, the results
+    table of the file earlier runs wrote there counts too.
     """
 
-    def __init__(self, table: sheets.Table) -> None:
+    def __init__(self, table: sheets.Table, *, output: Path | None = None) -> None:
         self.table = table
+        self.output = output  # where runs write with --output: its results table counts too
         self._rows: dict[int, sheets.Row] | None = None
         self._results: dict[str, dict[str, str]] | None = None
         # the sheet's own output columns (a column still to be appended shows nothing)
@@ -42,13 +45,15 @@ class Shown:
         return {name: self._text(row.values[i]) for name, i in self._columns.items()}
 
     def results(self) -> dict[str, dict[str, str]]:
-        """The results table's rows that show a request_id, by job key (read once)."""
+        """The results tables' rows that show a request_id, by job key (read once)."""
         if self._results is None:
-            try:
-                grid = self._results_grid()
-            except (SheetError, _csvfile.CsvError, OSError):
-                grid = []  # an unreadable results table: the sheet's own cells still count
-            self._results = _results_by_key(grid, self._text)
+            self._results = {}
+            for source in (self.table, self.output):
+                try:
+                    grid = self._results_grid(source)
+                except (SheetError, _csvfile.CsvError, OSError):
+                    grid = []  # an unreadable results table: the sheet's own cells still count
+                self._results.update(_results_by_key(grid, self._text))
         return self._results
 
     def _text(self, value: object) -> str:
@@ -58,9 +63,19 @@ class Shown:
         text = str(value)
         return _csvfile.restore(text) if self.table.kind == "csv" else text
 
-    def _results_grid(self) -> list[list[object]]:
-        """The results worksheet or file as rows of cells; [] when there is none."""
-        table = self.table
+    def _results_grid(self, source: sheets.Table | Path | None) -> list[list[object]]:
+        """A results worksheet or file as rows of cells; [] when there is none.
+
+        Of a --output file only the results table is read: its rows need not be the
+        sheet's rows any more (rows inserted since), but the table names each job's key.
+        """
+        if source is None:
+            return []
+        if isinstance(source, Path):
+            if not source.exists():
+                return []
+            source = sheets.load_sheet(source, sheet_name=self.table.sheet_name)
+        table = source
         if table.kind == "csv":
             path = sheets.results_path(table.path)
             if not path.is_file():

@@ -192,3 +192,20 @@ def test_a_sheet_brought_to_a_new_postgresql_ledger_pays_nothing_again(
     assert "rebuilt the ledger from the sheet: 5 job(s)" in moved.stderr
     status = run_cli(["status", sheet, "--db", pg_url], sim)
     assert "5/5 done: 5 completed" in status.stdout
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_with_output_the_output_files_results_table_counts(
+    tmp_path: Path, sim: SimulatorServer, kind: str
+) -> None:
+    sheet = _sheet(tmp_path, kind, ad_rows(4))
+    out = tmp_path / f"results.{kind}"
+    db = tmp_path / "ads.db"
+    assert run_cli(["run", sheet, "--db", db, "--output", out], sim).returncode == 0
+    _lose(db, "deleted")
+
+    rerun = run_cli(["run", sheet, "--db", db, "--output", out], sim)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(sim.simulator.submissions()) == 4
+    assert "rebuilt the ledger from the sheet: 4 job(s)" in rerun.stderr
