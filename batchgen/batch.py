@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchgen import report, sheets
+from batchgen.columns import Reading, header_test
 from batchgen.config import RunConfig
 from batchgen.errors import ConfigError
 from batchgen.ledger import JobRecord, Ledger, LockInfo, ledger_url
 from batchgen.models import ModelCatalog, ModelSpec, load_catalog
-from batchgen.specs import Problem, Reading, SheetPlan, build_plan, header_test
+from batchgen.specs import Problem, SheetPlan, build_plan
 
 if TYPE_CHECKING:
     from batchgen.imagecheck import ImageProblem

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from batchgen import batch, cli_tools, console, report
+from batchgen import batch, cli_models, cli_tools, console, report
 from batchgen.config import RunConfig, build_config
 from batchgen.errors import EXIT_CANNOT_START, EXIT_SIGINT, EXIT_SIGTERM, BatchgenError
 from batchgen.models import DEFAULT_MODEL_ID
@@ -46,7 +46,17 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Worksheet of an .xlsx (default: the first).",
         ),
-        click.option("--model", default=None, help=f"Model id (default: {DEFAULT_MODEL_ID})."),
+        click.option(
+            "--model",
+            default=None,
+            help=f"Model id or alias, or several as a|b|c (default: {DEFAULT_MODEL_ID}).",
+        ),
+        click.option(
+            "--models-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help=cli_models.MODELS_DIR_HELP,
+        ),
         click.option(
             "--base-url",
             default=None,
@@ -424,7 +434,7 @@ def report_command(
         click.echo(shown(written))
 
 
-for _command in cli_tools.COMMANDS:
+for _command in (*cli_tools.COMMANDS, *cli_models.COMMANDS):
     cli.add_command(_command)
 
 

@@ -2,7 +2,7 @@
 
 A sheet speaks in roles (prompt, image, duration...) that each model file maps to its own
 field; the keys a header can mean (a role, `field:NAME`, `takes`, `job_id`, `model`) come
-from specs.column_keys. A header is mapped when it names a key after normalising (letter
+from columns.column_keys. A header is mapped when it names a key after normalising (letter
 case, spaces, underscores, a unit in parentheses) or is a sure synonym of a role; it needs
 the user's word (`[columns]` or `ignore`) when it only resembles one (a typo, a loose
 synonym, a unit batchgen does not send, a second header for a key already mapped).
@@ -189,7 +189,7 @@ def map_headers(
 ) -> ColumnMap:
     """Map headers to keys; `[columns]` entries and `ignore` come first, then resemblance.
 
-    `keys` maps a normalised name to its key (specs.column_keys). With strict_columns, a
+    `keys` maps a normalised name to its key (columns.column_keys). With strict_columns, a
     `[columns]` name that is no role or field, or a header not in the row, is a ConfigError
     naming the nearest names (header-row detection passes False).
     """

@@ -1,37 +1,38 @@
-"""Sheet rows → validated job specs: header mapping, coercion, expansion and job identity."""
+"""Sheet rows → validated job specs: per-model values, expansion and job identity.
+
+What a header means is in `columns` (and `headers`); a cell's coercion is in `_cells`.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import itertools
 import json
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
+from batchgen._cells import CACHE_LIMIT, as_text, coerce_cached, is_empty
+from batchgen.columns import (
+    FIELD_PREFIX,
+    JOB_ID_COLUMN,
+    MODEL_COLUMN,
+    TAKES_COLUMN,
+    Reading,
+    column_keys,
+    key_of,
+)
 from batchgen.errors import SheetError
 from batchgen.headers import ColumnMap, defaults_by_key, map_headers, where_text
 from batchgen.models import (
     RESULT_ROLES,
-    ROLES,
-    FieldSpec,
     ModelCatalog,
     ModelSpec,
     load_catalog,
 )
 
 OUTPUT_COLUMNS = ("request_id", "status", "video_url", "error")
-TAKES_COLUMN = "takes"
-JOB_ID_COLUMN = "job_id"
-MODEL_COLUMN = "model"
-FIELD_PREFIX = "field:"
 MAX_TAKES = 100
-_TRUE = {"true", "yes", "y", "1", "on"}
-_FALSE = {"false", "no", "n", "0", "off"}
-_WINDOWS_PATH = re.compile(r"^[a-zA-Z]:[\\/]|^\\\\")
 
 
 @dataclass(frozen=True)
@@ -90,120 +91,6 @@ class SheetPlan:
         """Models of this plan's jobs without a price (their cost is unknown)."""
         ids = {job.model_id for job in self.jobs if job.estimated_cost is None}
         return [self.models[i] for i in sorted(ids) if i in self.models]
-
-
-def _field_key(name: str) -> str:
-    return FIELD_PREFIX + name
-
-
-def column_keys(catalog: ModelCatalog) -> dict[str, str]:
-    """What a header (normalised) means: a role, a model's own field, or one of ours.
-
-    A model's field name that plays a role in that model's file (`first_frame_image_url`,
-    `start_image_url`, `aspect_ratio`) means the role, so it feeds every model of the row.
-    """
-    keys: dict[str, str] = {}
-    for model in catalog:
-        for name in model.fields:
-            if model.role_of(name) is None:
-                keys.setdefault(name.lower(), _field_key(name))
-    for model in catalog:
-        for role, name in model.roles.items():
-            keys[name.lower()] = role
-    for role in ROLES:
-        keys[role] = role
-    for own in (TAKES_COLUMN, JOB_ID_COLUMN, MODEL_COLUMN):
-        keys[own] = own
-    return keys
-
-
-def map_columns(
-    headers: Sequence[str],
-    model: ModelSpec | Sequence[ModelSpec] | None = None,
-    *,
-    columns: Mapping[str, str] | None = None,
-    sheet_name: str = "sheet",
-    catalog: ModelCatalog | None = None,
-) -> dict[str, int]:
-    """Map roles, model fields and `takes`/`job_id`/`model` to column indexes.
-
-    Keys are role names, `takes`, `job_id`, `model`, or `field:NAME` for a model's own input
-    that plays no role; see headers.map_headers for how a header is read.
-    """
-    keys = column_keys(catalog or load_catalog())
-    return map_headers(headers, keys, columns=columns, sheet_name=sheet_name).fields
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, dt.time):
-        # Excel turns a typed "16:9" into the time 16:09; give the ratio back
-        return f"{value.hour}:{value.minute}"
-    return str(value).strip()
-
-
-def _coerce_one(spec: FieldSpec, value: Any, label: str) -> Any:
-    """Coerce one non-empty cell value to the field's type; raise ValueError with the rule."""
-    kind = spec.type
-    if kind == "boolean":
-        if isinstance(value, bool):
-            return value
-        text = _as_text(value).lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ValueError(
-            f"{label} '{_as_text(value)}' is not a yes/no value (TRUE/FALSE, yes/no, 1/0)"
-        )
-    if kind in ("integer", "number"):
-        text = _as_text(value)
-        try:
-            number = float(value) if not isinstance(value, str) else float(text)
-        except (TypeError, ValueError):
-            raise ValueError(f"{label} '{text}' is not a number") from None
-        if kind == "integer":
-            if not number.is_integer():
-                raise ValueError(f"{label} '{text}' is not a whole number")
-            number = int(number)
-        low, high = spec.minimum, spec.maximum
-        if (low is not None and number < low) or (high is not None and number > high):
-            raise ValueError(f"{label} {text} is outside {_fmt(low)}–{_fmt(high)}")
-        return number
-    text = _as_text(value)
-    if kind == "enum":
-        for allowed in spec.values:
-            if text.lower() in (allowed.lower(), allowed.lower().rstrip("p")):
-                return allowed
-        raise ValueError(f"{label} '{text}' is not one of {', '.join(spec.values)}")
-    if kind == "url":
-        return _check_url(text, label)
-    if not text:
-        raise ValueError(f"{label} is blank")
-    return text
-
-
-def _fmt(number: float | None) -> str:
-    return "" if number is None else f"{number:g}"
-
-
-def _check_url(text: str, label: str) -> str:
-    if _WINDOWS_PATH.match(text) or text.startswith(("/", "~", "file:")):
-        raise ValueError(
-            f"{label} '{text}' is a file on a computer, not a web link; "
-            "upload the image and use its https:// address"
-        )
-    parsed = urlparse(text)
-    if parsed.scheme.lower() not in ("http", "https") or not parsed.netloc:
-        raise ValueError(
-            f"{label} '{text}' is not a web link; use the image's full https:// address"
-        )
-    return text
-
-
-def _is_empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def job_key(model_id: str, normalised: Mapping[str, Any], take: int, occurrence: int) -> str:
@@ -279,7 +166,7 @@ class _Sheet:
         """A row's cell for a key, else its [defaults] value."""
         index = self.mapping.get(key)
         value = values[index] if index is not None and index < len(values) else None
-        return self.defaults.get(key) if _is_empty(value) else value
+        return self.defaults.get(key) if is_empty(value) else value
 
     def warn(self, row: int, model: ModelSpec, key: str, message: str) -> None:
         """Count a warning once per model, column and message, remembering its first row."""
@@ -291,44 +178,6 @@ class _Sheet:
     def primary(self) -> ModelSpec:
         """The sheet's first model: its job_id jobs keep their bare ids."""
         return self.default_models[0]
-
-
-def _key_of(model: ModelSpec, name: str) -> str:
-    return model.role_of(name) or _field_key(name)
-
-
-@dataclass(frozen=True)
-class Reading:
-    """How the sheet was read: the team's own headers, and where the header was found."""
-
-    ignore: Sequence[str] = ()
-    header_row: int | None = None
-    header_searched: bool = True  # False: the user named the row (--header-row)
-    other_sheets: Sequence[str] = ()
-
-
-def header_test(
-    models: Sequence[ModelSpec],
-    catalog: ModelCatalog,
-    *,
-    columns: Mapping[str, str] | None = None,
-    defaults: Mapping[str, Any] | None = None,
-    ignore: Sequence[str] = (),
-) -> Callable[[list[str]], bool]:
-    """The test a sheet's rows are put to, top down: does this row name the required inputs?"""
-    keys = column_keys(catalog)
-    by_key = defaults_by_key(keys, defaults or {})
-    needed = {_key_of(m, name) for m in models for name in m.required}
-    needed = {k for k in needed if _is_empty(by_key.get(k))}
-
-    def test(cells: list[str]) -> bool:
-        try:
-            found = map_headers(cells, keys, columns=columns, ignore=ignore, strict_columns=False)
-        except SheetError:
-            return True  # two headers for one input: this is the header, and the error says so
-        return needed <= set(found.fields)
-
-    return test
 
 
 def _check_required(
@@ -352,8 +201,8 @@ def _check_required(
         missing = [
             name
             for name in model.required
-            if _key_of(model, name) not in sheet.mapping
-            and _is_empty(sheet.defaults.get(_key_of(model, name)))
+            if key_of(model, name) not in sheet.mapping
+            and is_empty(sheet.defaults.get(key_of(model, name)))
         ]
         if missing:
             names = ", ".join(
@@ -378,10 +227,10 @@ def _row_models(
     sheet: _Sheet, number: int, values: Sequence[Any], problems: list[Problem]
 ) -> list[ModelSpec]:
     raw = sheet.raw(values, MODEL_COLUMN)
-    if _is_empty(raw):
+    if is_empty(raw):
         return list(sheet.default_models)
     models: list[ModelSpec] = []
-    for part in _as_text(raw).split("|"):
+    for part in as_text(raw).split("|"):
         name = part.strip()
         if not name:
             continue
@@ -445,10 +294,10 @@ def _model_choices(
     problems: list[Problem] = []
     choices: dict[str, list[Any]] = {}
     for name, spec in model.fields.items():
-        key = _key_of(model, name)
+        key = key_of(model, name)
         column = sheet.column(key)
         raw = sheet.raw(values, key)
-        if _is_empty(raw):
+        if is_empty(raw):
             if spec.required:
                 problems.append(
                     Problem(number, column, f"{name} is required but the cell is empty", model.name)
@@ -457,7 +306,7 @@ def _model_choices(
         parts = str(raw).split("|") if spec.multi and isinstance(raw, str) else [raw]
         coerced = []
         for part in parts:
-            outcome = _coerce_cached(spec, part, name)
+            outcome = coerce_cached(spec, part, name)
             if isinstance(outcome, ValueError):
                 problems.append(Problem(number, column, str(outcome), model.name))
             else:
@@ -485,7 +334,7 @@ def _not_taken(
 ) -> None:
     """Given inputs this model has no field for: invalid where they change the result."""
     for key in sheet.mapping.keys() | sheet.defaults.keys():
-        if key in (TAKES_COLUMN, JOB_ID_COLUMN, MODEL_COLUMN) or _is_empty(sheet.raw(values, key)):
+        if key in (TAKES_COLUMN, JOB_ID_COLUMN, MODEL_COLUMN) or is_empty(sheet.raw(values, key)):
             continue
         if key.startswith(FIELD_PREFIX):
             if key.removeprefix(FIELD_PREFIX) not in model.fields:
@@ -559,33 +408,7 @@ def _expand(
     return jobs
 
 
-# Sheets repeat the same settings on row after row: coerce each distinct cell value once.
-_COERCED: dict[tuple[int, str, Any], Any] = {}
 _COSTS: dict[tuple[int, str, tuple[Any, ...]], float | None] = {}
-_CACHE_LIMIT = 100_000
-
-
-def _coerce_cached(spec: FieldSpec, value: Any, label: str) -> Any:
-    """`_coerce_one`, remembered per distinct (field, value); a ValueError is returned."""
-    if spec.type == "string":  # prompts are nearly all different: nothing to remember
-        try:
-            return _coerce_one(spec, value, label)
-        except ValueError as exc:
-            return exc
-    cache_key = (id(spec), type(value).__name__, value)  # specs live as long as the process
-    try:
-        return _COERCED[cache_key]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable value: coerce it every time
-        cache_key = None  # type: ignore[assignment]
-    try:
-        outcome: Any = _coerce_one(spec, value, label)
-    except ValueError as exc:
-        outcome = exc
-    if cache_key is not None and len(_COERCED) < _CACHE_LIMIT:
-        _COERCED[cache_key] = outcome
-    return outcome
 
 
 def _cost_cached(model: ModelSpec, normalised: Mapping[str, Any]) -> float | None:
@@ -594,7 +417,7 @@ def _cost_cached(model: ModelSpec, normalised: Mapping[str, Any]) -> float | Non
     # by the spec object too: a job file's [prices] gives the same id another price
     cache_key = (id(model), model.model_id, tuple(normalised.get(n) for n in by))
     if cache_key not in _COSTS:
-        if len(_COSTS) >= _CACHE_LIMIT:
+        if len(_COSTS) >= CACHE_LIMIT:
             _COSTS.clear()
         _COSTS[cache_key] = model.estimate_cost(normalised)
     return _COSTS[cache_key]
@@ -610,8 +433,8 @@ def _takes_and_id(
     takes = 1
     index = mapping.get(TAKES_COLUMN)
     raw = values[index] if index is not None and index < len(values) else None
-    if not _is_empty(raw):
-        text = _as_text(raw)
+    if not is_empty(raw):
+        text = as_text(raw)
         try:
             takes = int(float(text))
             if takes != float(text) or not 1 <= takes <= MAX_TAKES:
@@ -625,6 +448,6 @@ def _takes_and_id(
     job_id = None
     index = mapping.get(JOB_ID_COLUMN)
     raw = values[index] if index is not None and index < len(values) else None
-    if not _is_empty(raw):
-        job_id = _as_text(raw)
+    if not is_empty(raw):
+        job_id = as_text(raw)
     return takes, job_id

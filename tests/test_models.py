@@ -389,3 +389,100 @@ def test_the_simulator_serves_every_shipped_model(sim: SimulatorServer) -> None:
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
         assert answer.status_code == 200, (model.model_id, answer.text)
+
+
+# --------------------------------------------------------------------------- batchgen models
+
+
+def _user_model(folder: Path, **changes: Any) -> Path:
+    folder.mkdir(exist_ok=True)
+    data: dict[str, Any] = {
+        "model_id": "acme/motion-9/text-to-video",
+        "alias": "motion-9",
+        "kind": "t2v",
+        "roles": {"prompt": "text"},
+        "inputs": {"text": {"type": "string", "required": True}},
+    }
+    data.update(changes)
+    path = folder / "acme.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_models_lists_shipped_and_users_models_with_kind_roles_and_price(tmp_path: Path) -> None:
+    _user_model(tmp_path / "mine")
+
+    listed = run_cli(["models", "--models-dir", tmp_path / "mine", "--json"], None)
+
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["alias"]: r for r in json.loads(listed.stdout)}
+    assert rows["kling-3.0-pro-i2v"] == {
+        "id": KLING3,
+        "alias": "kling-3.0-pro-i2v",
+        "kind": "i2v",
+        "required_roles": ["prompt", "image"],
+        "price_per_second": "$0.168/s",
+        "source": "shipped",
+    }
+    assert rows["motion-9"]["price_per_second"] == "unknown"
+    assert rows["motion-9"]["source"].endswith("acme.json")
+
+    table = run_cli(["models"], None)
+    assert table.returncode == 0
+    assert "wan-2.6-t2v" in table.stdout and "unknown" in table.stdout
+
+
+def test_models_id_shows_one_models_inputs_and_rules() -> None:
+    shown = run_cli(["models", "seedance-1.5-pro-i2v"], None)
+
+    assert shown.returncode == 0
+    out = shown.stdout
+    assert SEEDANCE in out and "runcomfy.com/models/bytedance/seedance-1-5/pro/api" in out
+    assert "image" in out and "first_frame_image_url" in out and "required" in out
+    assert "whole number 4–12" in out and "default 5" in out
+    assert "one of 480p, 720p, 1080p" in out
+
+    unknown = run_cli(["models", "seedance-1.5-pro"], None)
+    assert unknown.returncode == 2
+    assert "did you mean" in unknown.stderr and "seedance-1.5-pro-i2v" in unknown.stderr
+
+
+def test_models_dir_overrides_a_shipped_model_and_a_bad_file_stops_every_command(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "mine"
+    _user_model(
+        folder,
+        model_id="wan-ai/wan-2-6/text-to-video",
+        alias="wan-2.6-t2v",
+        pricing={"per_seconds": 1, "table": 0.1},
+        roles={"prompt": "prompt"},
+        inputs={"prompt": {"type": "string", "required": True}},
+    )
+    shown = run_cli(["models", "wan-2.6-t2v", "--models-dir", folder, "--json"], None)
+    assert json.loads(shown.stdout)["source"].endswith("acme.json")
+
+    bad = _user_model(folder, roles={"image": "text"})  # a t2v model cannot take an image
+    sheet = write_csv(tmp_path / "ads.csv", [{"prompt": "p", "image": IMAGE}])
+    for args in (["models", "--models-dir", folder], ["check", sheet, "--models-dir", folder]):
+        result = run_cli(args, None)
+        assert result.returncode == 2
+        assert result.stderr.strip() == (
+            f"batchgen: error: {bad}: roles.image: a text-to-video model (kind t2v) takes no image"
+        )
+
+
+def test_the_model_flag_takes_several_models(tmp_path: Path, sim: SimulatorServer) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", [{"prompt": "Lake", "ratio": "1:1"}])
+
+    result = run_cli(["run", sheet, "--model", "seedance-1.5-pro-t2v|wan-2.6-t2v"], sim)
+
+    assert result.returncode == 0, result.stderr
+    assert [s["model_id"] for s in submissions(sim)] == [
+        "bytedance/seedance-v1.5-pro/text-to-video",
+        "wan-ai/wan-2-6/text-to-video",
+    ]
+    assert read_csv(sheet)[0]["status"].splitlines() == [
+        "seedance-1.5-pro-t2v: completed",
+        "wan-2.6-t2v: completed",
+    ]
