@@ -215,7 +215,7 @@ def eta_seconds(outcome: report.Outcome, holder: LockInfo) -> float | None:
     return left * elapsed / done
 
 
-def report_batch(config: RunConfig, out: Path) -> Path:
+def report_batch(config: RunConfig, out: Path, *, compare: bool = True) -> Path:
     """Write the sheet's HTML report (videos, prompts, statuses from the ledger) to `out`."""
     batch = load_batch(config)
     ledger = open_ledger(config)
@@ -226,5 +226,5 @@ def report_batch(config: RunConfig, out: Path) -> Path:
     from batchgen import htmlreport
 
     return htmlreport.render_report(
-        title=config.sheet.name, plan=batch.plan, records=records, out=out
+        title=config.sheet.name, plan=batch.plan, records=records, out=out, compare=compare
     )

@@ -414,6 +414,12 @@ def cancel(
     default=None,
     help="Where to write the page (default: SHEET.report.html beside the sheet).",
 )
+@click.option(
+    "--compare/--no-compare",
+    default=True,
+    show_default=True,
+    help="When the sheet names several models, a table of rows against models.",
+)
 def report_command(
     target: str,
     verbose: bool,
@@ -421,13 +427,14 @@ def report_command(
     as_json: bool,
     log_file: str | None,
     report_path: Path | None,
+    compare: bool,
     **flags: Any,
 ) -> None:
     """Write one HTML page of every job: its video, prompt, parameters and status."""
     setup_output(verbose, quiet, log_file)
     config = _config(target, **flags)
     out = report_path or config.sheet.with_name(config.sheet.name + ".report.html")
-    written = batch.report_batch(config, out)
+    written = batch.report_batch(config, out, compare=compare)
     if as_json:
         click.echo(json.dumps({"written_to": str(written)}, indent=2))
     else:

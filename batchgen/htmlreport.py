@@ -19,6 +19,7 @@ from urllib.parse import quote, urlparse
 
 from batchgen import report
 from batchgen.errors import ConfigError
+from batchgen.htmlcompare import compare_section
 from batchgen.ledger import JobRecord
 from batchgen.models import FieldSpec, get_model
 from batchgen.specs import JobSpec, Problem, SheetPlan
@@ -139,6 +140,15 @@ def _params(job: JobSpec) -> str:
     return f'<dl class="params">{"".join(items)}</dl>'
 
 
+def _start_frame(job: JobSpec) -> object:
+    """The job's start-frame image, whatever its model calls the field."""
+    try:
+        field = get_model(job.model_id).roles.get("image", "first_frame_image_url")
+    except ConfigError:  # a user's own model: its file is not at hand here
+        field = "first_frame_image_url"
+    return job.payload.get(field)
+
+
 def _aspect(job: JobSpec) -> str:
     match = _RATIO.match(str(job.payload.get("ratio", "")))
     return f' style="aspect-ratio: auto {match[1]} / {match[2]}"' if match else ""
@@ -159,7 +169,7 @@ def _head(row: int, status: str, label: str = "") -> str:
 def _job_card(job: JobSpec, record: JobRecord | None, order: int, folder: Path) -> _Card:
     status = report.sheet_status(record.state if record else "pending")
     src = video_src(record, folder)
-    parts = [_head(job.row, status, job.label)]
+    parts = [_head(job.row, status, job.label)]  # the label names the model when several
     if src:
         parts.append(
             f'<video controls preload="metadata" playsinline src="{escape(src)}"'
@@ -174,7 +184,7 @@ def _job_card(job: JobSpec, record: JobRecord | None, order: int, folder: Path) 
     links = []
     if src:
         links.append(f'<a href="{escape(src)}">video file</a>')
-    image = _web_url(str(job.payload.get("first_frame_image_url") or ""))
+    image = _web_url(str(_start_frame(job) or ""))
     if image:
         links.append(f'<a href="{escape(image)}" rel="noreferrer">first frame</a>')
     if record and record.request_id:
@@ -227,8 +237,12 @@ def render_html(
     records: Mapping[str, JobRecord],
     folder: Path,
     generated_at: datetime | None = None,
+    compare: bool = True,
 ) -> str:
-    """The report page as text; video paths are made relative to `folder`."""
+    """The report page as text; video paths are made relative to `folder`.
+
+    With `compare` and a sheet of several models, a table lays the rows against the models.
+    """
     when = generated_at or datetime.now()
     if when.tzinfo is None:  # a naive time is taken as local time, and labelled with its zone
         when = when.astimezone()
@@ -237,14 +251,18 @@ def render_html(
     cards += [_invalid_card(row, problems) for row, problems in plan.invalid.items()]
     cards.sort(key=lambda card: (card.row, card.order))
     outcome = report.outcome(plan, records)
+    compared, compared_videos = (
+        compare_section(plan, records, folder, video_src) if compare else ("", 0)
+    )
     template = _template()
     return Template(template).substitute(
         csp=escape(_csp(template)),
         title=escape(title),
         summary=_summary(plan, outcome, when),
         buttons=_buttons(outcome.counts),
+        compare=compared,
         cards="\n".join(card.html for card in cards),
-        videos=sum(card.has_video for card in cards),
+        videos=sum(card.has_video for card in cards) + compared_videos,
     )
 
 
@@ -255,11 +273,17 @@ def render_report(
     records: Mapping[str, JobRecord],
     out: Path,
     generated_at: datetime | None = None,
+    compare: bool = True,
 ) -> Path:
     """Write the report page to `out` atomically and return its path."""
     out = Path(out)
     page = render_html(
-        title=title, plan=plan, records=records, folder=out.parent, generated_at=generated_at
+        title=title,
+        plan=plan,
+        records=records,
+        folder=out.parent,
+        generated_at=generated_at,
+        compare=compare,
     )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

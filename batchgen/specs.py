@@ -205,7 +205,7 @@ def _check_required(
             and is_empty(sheet.defaults.get(key_of(model, name)))
         ]
         if missing:
-            names = ", ".join(
+            said = ", ".join(
                 f"'{n}'" + (f" (or '{r}')" if (r := model.role_of(n)) and r != n else "")
                 for n in missing
             )
@@ -219,7 +219,7 @@ def _check_required(
                 other_sheets=reading.other_sheets,
             )
             raise SheetError(
-                f"{sheet_name}: missing required column{plural} {names}{needed}{where}"
+                f"{sheet_name}: missing required column{plural} {said}{needed}{where}"
             )
 
 

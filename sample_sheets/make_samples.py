@@ -55,6 +55,7 @@ def demo_sheet() -> None:
             "resolution",
             "duration",
             "generate_audio",
+            "model",
             "owner",
         ]
     )
@@ -62,6 +63,8 @@ def demo_sheet() -> None:
         cell.font = Font(bold=True)
         cell.fill = PatternFill("solid", fgColor="FFE699")
     ratios = ["9:16", "1:1", "16:9", "9:16|1:1", "4:3", "adaptive"]
+    # the first six ads are compared: Seedance and Kling 3.0 side by side in the report
+    compared = "seedance-1.5-pro-i2v|kling-3.0-pro-i2v"
     for i, (name, prompt) in enumerate(PRODUCTS):
         ws.append(
             [
@@ -72,6 +75,7 @@ def demo_sheet() -> None:
                 "720p" if i % 3 == 0 else "480p",
                 5,
                 i % 2 == 0,
+                compared if i < 6 else "",
                 "ana@example.com",
             ]
         )

@@ -214,8 +214,16 @@ def test_the_demo_runs_and_says_where_the_results_are(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "demo_ads.xlsx" in result.stdout
     wb = load_workbook(tmp_path / "demo" / "demo_ads.xlsx")
-    statuses = [c.value for c in wb["Ads"]["J"][1:]]
-    assert statuses and all(s and set(s.split("\n")) == {"completed"} for s in statuses)
+    ws = wb["Ads"]
+    column = next(c.column_letter for c in ws[1] if c.value == "status")
+    statuses = [str(c.value) for c in ws[column][1:]]
+    # every line names its model (the demo compares two), and every job completed
+    assert statuses and all(
+        line.endswith(": completed") for s in statuses for line in s.split("\n")
+    )
+    assert any("kling-3.0-pro-i2v" in s for s in statuses)
+    page = (tmp_path / "demo" / "report.html").read_text(encoding="utf-8")
+    assert 'class="compare"' in page
 
 
 def test_with_a_job_id_adding_takes_later_keeps_the_job_that_already_ran(

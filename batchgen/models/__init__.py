@@ -115,7 +115,7 @@ class ModelSpec:
         low, high = values[0] / float(per), values[-1] / float(per)
         return f"${low:.4g}/s" if low == high else f"${low:.4g}-{high:.4g}/s"
 
-    def estimate_cost(self, payload: dict[str, Any]) -> float | None:
+    def estimate_cost(self, payload: Mapping[str, Any]) -> float | None:
         """Estimated dollars for one job with this (validated) input, or None if unpriced."""
         pricing = self.pricing
         if not pricing:
