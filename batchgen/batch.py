@@ -174,6 +174,16 @@ class CheckResult:
     image_problems: list[ImageProblem] = field(default_factory=list)
     invalid_rows: list[int] = field(default_factory=list)
     valid_jobs: int = 0
+    by_model: dict[str, ModelCost] = field(default_factory=dict)  # by alias (or id)
+
+
+@dataclass
+class ModelCost:
+    """One model's share of a check: its valid jobs, their estimate, and those unpriced."""
+
+    jobs: int = 0
+    estimated_cost: float = 0.0
+    unpriced_jobs: int = 0
 
 
 def check_batch(config: RunConfig, *, images: bool = False) -> CheckResult:
@@ -202,7 +212,13 @@ def check_batch(config: RunConfig, *, images: bool = False) -> CheckResult:
     valid = [job for job in batch.plan.jobs if job.row not in bad_images]
     cost = sum(job.estimated_cost or 0.0 for job in valid)
     invalid = sorted(set(batch.plan.invalid) | bad_images)
-    return CheckResult(batch, cost, problems, invalid, len(valid))
+    by_model: dict[str, ModelCost] = {}
+    for job in valid:
+        share = by_model.setdefault(job.model_name or job.model_id, ModelCost())
+        share.jobs += 1
+        share.estimated_cost += job.estimated_cost or 0.0
+        share.unpriced_jobs += job.estimated_cost is None
+    return CheckResult(batch, cost, problems, invalid, len(valid), by_model)
 
 
 def eta_seconds(outcome: report.Outcome, holder: LockInfo) -> float | None:

@@ -271,14 +271,23 @@ def check(
                     "valid_jobs": checked.valid_jobs,
                     "invalid_rows": checked.invalid_rows,
                     "problems": [
-                        {"row": p.row, "column": p.column, "message": p.message} for p in problems
+                        {"row": p.row, "column": p.column, "message": p.message, "model": p.model}
+                        for p in problems
                     ],
                     "image_problems": [vars(p) for p in checked.image_problems],
                     "warnings": [
-                        {"row": p.row, "column": p.column, "message": p.message}
+                        {"row": p.row, "column": p.column, "message": p.message, "model": p.model}
                         for p in plan.warnings
                     ],
                     "estimated_cost_usd": round(checked.estimated_cost, 4),
+                    "by_model": {
+                        name: {
+                            "jobs": share.jobs,
+                            "estimated_cost_usd": round(share.estimated_cost, 4),
+                            "unpriced_jobs": share.unpriced_jobs,
+                        }
+                        for name, share in checked.by_model.items()
+                    },
                 }
                 | report.sheet_reading(checked.batch.table, plan),
                 indent=2,
@@ -299,6 +308,9 @@ def check(
             f"estimated cost: ${checked.estimated_cost:.2f} for {checked.valid_jobs} valid "
             f"job(s) of {plan.row_count - invalid} valid row(s)"
         )
+        for name, share in checked.by_model.items() if plan.multi_model else ():
+            unknown = f", {share.unpriced_jobs} without a price" if share.unpriced_jobs else ""
+            click.echo(f"  {name}: {share.jobs} job(s), ${share.estimated_cost:.2f}{unknown}")
         click.echo("all rows valid" if not invalid else f"{invalid} invalid row(s)")
         if unsure:
             click.echo(f"{len(unsure)} header(s) need your word: run refuses the sheet until then")

@@ -76,7 +76,7 @@ def _detail(model: ModelSpec) -> dict[str, Any]:
     }
 
 
-@click.command(name="models")
+@click.command(name="models", short_help="List the models a sheet can name, or show one.")
 @click.argument("model_name", metavar="[ID_OR_ALIAS]", required=False)
 @click.option("--models-dir", type=click.Path(path_type=Path), default=None, help=MODELS_DIR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -104,6 +104,10 @@ def add_log_file(path: str | os.PathLike[str]) -> None:
 
 def to_log_file(line: str, *, level: int = logging.INFO) -> None:
     """Record in the log file a line the terminal gets another way (stdout, an error line)."""
+    if not log.hasHandlers():
+        # a command that set up no logging (`batchgen models`): without a handler, logging's
+        # last resort would print the line to stderr a second time
+        return
     log.log(level, "%s", line, extra=FILE_ONLY)
 
 

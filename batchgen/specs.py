@@ -218,9 +218,7 @@ def _check_required(
                 searched=reading.header_searched,
                 other_sheets=reading.other_sheets,
             )
-            raise SheetError(
-                f"{sheet_name}: missing required column{plural} {said}{needed}{where}"
-            )
+            raise SheetError(f"{sheet_name}: missing required column{plural} {said}{needed}{where}")
 
 
 def _row_models(

@@ -177,6 +177,12 @@ def test_a_role_a_model_does_not_take_is_invalid_where_it_changes_the_video(
     assert any("wan-2.6-t2v takes no ratio; left out" in w and "(2 rows)" in w for w in warnings)
     # row 3 runs both models; row 4 still runs Kling, which takes the end frame
     assert report["jobs"] == 3
+    assert report["by_model"]["kling-3.0-pro-i2v"] == {
+        "jobs": 1,
+        "estimated_cost_usd": 0,
+        "unpriced_jobs": 1,  # no duration given, and Kling 3.0 publishes no default
+    }
+    assert report["by_model"]["seedance-1.5-pro-t2v"]["estimated_cost_usd"] == 0.12
 
     run = run_cli(["run", sheet], sim)
     assert run.returncode == 1
@@ -208,6 +214,7 @@ def test_validation_is_per_model(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "model seedance-1.5-pro-i2v: duration 15 is outside 4–12" in result.stdout
+    assert "  kling-3.0-pro-i2v: 1 job(s), $2.52" in result.stdout
     assert "1 jobs" in result.stdout or "1 job" in result.stdout
 
 
