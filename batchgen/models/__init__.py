@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.errors import ConfigError
+from batchgen.paths import shown
 
 DEFAULT_MODEL_ID = "bytedance/seedance-v1.5-pro/image-to-video"
 # beside this file; importlib.resources trips over the editable install's package mapping
@@ -290,13 +291,13 @@ def read_model_file(path: Path, *, shipped: bool = False) -> ModelSpec:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the model file ({exc})") from None
+        raise ConfigError(f"{shown(path)}: cannot read the model file ({exc})") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise ConfigError(f"{shown(path)}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
     try:
         return _parse(data, path=str(path), shipped=shipped)
     except _Malformed as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{shown(path)}: {exc}") from None
 
 
 @cache
@@ -367,7 +368,7 @@ def load_catalog(models_dir: Path | str | None = None) -> ModelCatalog:
     if models_dir is not None:
         folder = Path(models_dir).expanduser()
         if not folder.is_dir():
-            raise ConfigError(f"models_dir {folder}: no such folder")
+            raise ConfigError(f"models_dir {shown(folder)}: no such folder")
         models += [read_model_file(p) for p in sorted(folder.glob("*.json"))]
     return ModelCatalog(models)
 
