@@ -14,7 +14,6 @@ from typing import Any
 
 from batchgen._cells import CACHE_LIMIT, as_text, coerce_cached, is_empty
 from batchgen.columns import (
-    FIELD_PREFIX,
     JOB_ID_COLUMN,
     MODEL_COLUMN,
     TAKES_COLUMN,
@@ -23,7 +22,7 @@ from batchgen.columns import (
     key_of,
 )
 from batchgen.errors import SheetError
-from batchgen.headers import ColumnMap, defaults_by_key, map_headers, where_text
+from batchgen.headers import FIELD_PREFIX, ColumnMap, defaults_by_key, map_headers, where_text
 from batchgen.models import (
     RESULT_ROLES,
     ModelCatalog,

@@ -485,7 +485,7 @@ def test_the_model_flag_takes_several_models(tmp_path: Path, sim: SimulatorServe
     result = run_cli(["run", sheet, "--model", "seedance-1.5-pro-t2v|wan-2.6-t2v"], sim)
 
     assert result.returncode == 0, result.stderr
-    assert [s["model_id"] for s in submissions(sim)] == [
+    assert sorted(s["model_id"] for s in submissions(sim)) == [
         "bytedance/seedance-v1.5-pro/text-to-video",
         "wan-ai/wan-2-6/text-to-video",
     ]
