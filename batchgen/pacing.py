@@ -13,7 +13,10 @@ from __future__ import annotations
 import time
 from bisect import insort
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import anyio
 
 MIN_DELAY = 0.1  # the least gap between checks, for jobs of a second or more
 MIN_FLOOR = 0.005  # ... and for jobs far quicker: 10% of their turnaround, but never less
@@ -170,3 +173,171 @@ class InFlightLimit:
     def succeeded(self) -> None:
         """Grow by one per `current` successes."""
         self.current = min(float(self.ceiling), self.current + 1.0 / max(self.current, 1.0))
+
+
+# --------------------------------------------------------------------------- the request rate
+
+MIN_RATE = 0.5  # calls a second: the learned rate never goes below this
+CUT = 0.9  # on a measured limit L, calls are paced at CUT * L ...
+SETTLE = 0.95  # ... and back at SETTLE * L a second later, where they stay a while
+PROBE_AFTER = 4.0  # seconds at SETTLE * L (while calls wait for the pace) before probing above it
+MEASURE_CALLS = 4  # accepted calls between two refusals before their span is trusted
+MEASURE_SPAN = 0.1  # ... and seconds between them
+PAUSE_SLACK = 1.05  # a 429's pause is this share of its Retry-After, plus 5 ms
+EPISODE_GAP = 2.0  # seconds without a 429 that end an episode of refusals
+DEFAULT_PAUSE = 0.5  # seconds every call waits after a 429 without Retry-After
+MAX_PAUSE = 30.0
+PRESSED_FOR = 0.5  # seconds after a call last waited for its slot that the pace counts as binding
+RECENT = 1.0  # seconds of calls behind the first estimate of a limit
+
+
+@dataclass
+class _Episode:
+    """Refusals close together: the provider's bucket was empty at each of them."""
+
+    first: float  # the first refusal's "token time": when the provider said a call would pass
+    accepted_at_first: int
+    last: float
+    any_check: bool  # whether a call other than a submit was refused (a limit on requests)
+    check_passed: bool = False  # whether one went through meanwhile (then maybe not)
+
+
+class RequestRate:
+    """The pace of every API call: at most `hard` (--rate) and at most what the provider takes.
+
+    Nothing is paced before the first 429. A 429 pauses every call until its Retry-After, and
+    the first one sets the pace from the calls accepted in the last second. Two 429s with
+    enough accepted calls between them then measure the provider's rate: a token bucket is
+    empty at both, so the calls it accepted between them are its refill over that span (each
+    refusal's time shifted by its Retry-After, when the provider says its next token comes).
+    Calls are paced just under the measured rate, and after a while probe above it (slowly,
+    then faster), so a limit raised mid-run is found and used.
+    """
+
+    def __init__(self, hard: float | None = None) -> None:
+        self.hard = hard if hard and hard > 0 else None
+        self.limit: float | None = None  # the provider's rate as last estimated
+        self.refused = 0  # 429 answers seen
+        self.measured = 0  # times the limit was measured between two 429s
+        self.on_jobs_limited: Callable[[], None] | None = None  # 429s on submits alone
+        self._accepted = 0  # calls answered, not with 429 (a running count)
+        self._recent: deque[float] = deque()  # when the last RECENT seconds' calls were answered
+        self._last = float("-inf")  # when the last paced call left
+        self._turn = anyio.Lock()  # made lazily by anyio: safe outside a running loop
+        self._pause_until = 0.0
+        self._episode: _Episode | None = None
+        self._refused_at = 0  # accepted calls at the last 429
+        self._cut_at = 0.0
+        self._pressed_at = float("-inf")  # last time a call waited for its slot
+        self._probe = 0.0  # seconds spent at the settled pace with calls waiting for it
+        self._probe_stamp = 0.0
+
+    @property
+    def rate(self) -> float | None:
+        """Calls a second allowed now (None: no pace)."""
+        learned = self._learned()
+        if learned is None:
+            return self.hard
+        return learned if self.hard is None else min(learned, self.hard)
+
+    @property
+    def pressed(self) -> bool:
+        """True while calls lately had to wait for the pace: the rate, not jobs, is the limit."""
+        return time.monotonic() - self._pressed_at < PRESSED_FOR
+
+    def _learned(self) -> float | None:
+        limit = self.limit
+        if limit is None:
+            return None
+        since = time.monotonic() - self._cut_at
+        if since < 1.0:
+            return max(MIN_RATE, limit * (CUT + (SETTLE - CUT) * since))
+        # probe above only while the pace binds: an idle run learns nothing by probing
+        s = max(0.0, self._probe - PROBE_AFTER)
+        return max(MIN_RATE, limit * (SETTLE + 0.01 * s + 0.002 * s * s))
+
+    async def acquire(self) -> None:
+        """Wait until a call may leave: after any pause, and at the pace, first come first out."""
+        now = time.monotonic()
+        if self.rate is None and now >= self._pause_until and not self._turn.locked():
+            return
+        # one caller at a time waits for the next slot, the others for their turn; the slot
+        # is worked out anew after every wait, so a slower pace or a pause applies at once
+        async with self._turn:
+            while True:
+                now = time.monotonic()
+                rate = self.rate
+                start = max(self._pause_until, self._last + 1.0 / rate if rate else 0.0)
+                if start <= now:
+                    break
+                self._press(now)
+                await anyio.sleep(start - now)
+            # the slot's own time, not the wake-up's: oversleeping must not slow the pace down
+            self._last = start if rate and now - start < 1.0 / rate else now
+
+    def accepted_call(self, kind: str) -> None:
+        """A call of this kind was answered, not with 429."""
+        self._accepted += 1
+        if kind != "submit" and self._episode is not None:
+            self._episode.check_passed = True
+        if self.limit is None:  # only the first estimate needs the recent answers
+            now = time.monotonic()
+            accepted = self._recent
+            accepted.append(now)
+            while now - accepted[0] > RECENT:
+                accepted.popleft()
+
+    def _press(self, now: float) -> None:
+        """Count time spent with calls waiting for the pace (it makes the probe advance)."""
+        if now - self._pressed_at < PRESSED_FOR and self.limit is not None:
+            self._probe += max(0.0, now - max(self._probe_stamp, self._cut_at + 1.0))
+        self._probe_stamp = now
+        self._pressed_at = now
+
+    def refused_call(self, kind: str, retry_after: float | None) -> None:
+        """A call was answered 429: pause every call, and estimate the provider's rate."""
+        now = time.monotonic()
+        self.refused += 1
+        told = DEFAULT_PAUSE if retry_after is None else min(max(retry_after, 0.0), MAX_PAUSE)
+        token_time = now + told
+        # a little longer than told: a call that arrives a hair early is refused again
+        self._pause_until = max(self._pause_until, now + told * PAUSE_SLACK + 0.005)
+        episode = self._episode
+        if episode is None or now - episode.last > EPISODE_GAP:
+            self._episode = _Episode(token_time, self._accepted, now, kind != "submit")
+            self._refused_at = self._accepted
+            if self.limit is None:
+                self._first_estimate(now)
+            return
+        episode.last = now
+        episode.any_check = episode.any_check or kind != "submit"
+        calls = self._accepted - episode.accepted_at_first
+        span = token_time - episode.first
+        if calls < MEASURE_CALLS or span < MEASURE_SPAN:
+            if self.limit is not None and self._accepted > self._refused_at:
+                # refused again after calls went through at this pace: it is too fast
+                self._set_limit(self.limit * 0.75, now)
+            self._refused_at = self._accepted
+            return
+        self._episode = None
+        if not episode.any_check and episode.check_passed:
+            # only submits refused while checks went through: a limit on jobs, not calls
+            if self.on_jobs_limited is not None:
+                self.on_jobs_limited()
+            if not self.measured:
+                self.limit = None  # the first estimate took it for a limit on calls
+            return
+        self._set_limit(calls / span, now)
+        self.measured += 1
+
+    def _first_estimate(self, now: float) -> None:
+        """The calls accepted in the last second (burst included: the measurement corrects it)."""
+        accepted = self._recent
+        span = max(0.25, min(RECENT, now - accepted[0])) if accepted else RECENT
+        self._set_limit(max(1, len(accepted)) / span, now)
+
+    def _set_limit(self, limit: float, now: float) -> None:
+        self.limit = max(MIN_RATE / CUT, limit)
+        self._cut_at = now
+        self._probe = 0.0
+        self._recent.clear()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +33,7 @@ from batchgen.errors import (
     NotFoundError,
     SubmitUncertainError,
 )
+from batchgen.pacing import RequestRate
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 # httpx's meaning: connect is the TCP (and TLS) set-up, read and write the longest gap
@@ -44,26 +44,6 @@ T = TypeVar("T")
 
 # httpx errors raised before a byte of the request left: even a submit may be repeated
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-class RateLimiter:
-    """A token bucket shared by every call: at most `rate` requests per second."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.rate = rate
-        self._next = 0.0
-        self._lock = anyio.Lock()
-
-    async def acquire(self) -> None:
-        """Wait for the next free slot."""
-        if not self.rate:
-            return
-        async with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + 1.0 / self.rate
-        if start > now:
-            await anyio.sleep(start - now)
 
 
 def token_from_env() -> str:
@@ -147,9 +127,8 @@ class ApiClient:
         self.retry = retry or RetryPolicy()
         self._max_connections = max_connections
         self._slots: anyio.Semaphore | None = None
-        self.limiter = RateLimiter(rate)
+        self.limiter = RequestRate(rate)  # --rate, and the provider's rate learned from 429s
         self.calls: dict[str, int] = {"submit": 0, "status": 0, "result": 0, "cancel": 0}
-        self.on_rate_limited: Callable[[], None] | None = None
         if not isinstance(timeout, httpx.Timeout):
             timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         limits = httpx.Limits(
@@ -193,14 +172,17 @@ class ApiClient:
         except (json.JSONDecodeError, UnicodeDecodeError):
             data = None
         status = response.status_code
-        if status == 429 and self.on_rate_limited is not None:
-            self.on_rate_limited()
+        told = retry_after(response.headers.get("retry-after"))
+        if status != 429:
+            self.limiter.accepted_call(kind)
+        else:
+            self.limiter.refused_call(kind, told)
         if kind == "submit":
             self._check_endpoint(response, data)
         if data is None and status < 400:
             error = SubmitUncertainError if kind == "submit" else ApiTransientError
             raise error(f"{kind}: the API answered HTTP {status} without valid JSON")
-        raise_for_answer(status, retry_after(response.headers.get("retry-after")), data, kind)
+        raise_for_answer(status, told, data, kind)
         return data
 
     def _check_endpoint(self, response: httpx.Response, data: Any) -> None:

@@ -110,6 +110,8 @@ class SimulatorApp:
             return await _send(send, _not_allowed(method))
         elif path.startswith("/media/") and path.endswith(".mp4"):
             return await self._media(scope, receive, send, path[len("/media/") : -len(".mp4")])
+        elif path == "/_sim/limit" and method == "POST":
+            return await self._set_limit(receive, send)
         elif path.startswith("/_sim/") and method == "GET":
             return await self._control(send, path[len("/_sim/") :])
         return await _send(send, error_reply(404, 404, f"not found: {path}"))
@@ -118,6 +120,12 @@ class SimulatorApp:
         """One Model API call, with its injected fault if one is drawn."""
         sim = self._sim
         sim.count(call)
+        wait = sim.take_token()
+        if wait is not None:  # over the request limit: refused before any work or fault
+            await _read_body(receive)
+            sim.answered(429)
+            retry = (("Retry-After", f"{max(wait, 0.001):.3f}"),)
+            return await _send(send, error_reply(429, 429, "rate limit exceeded", headers=retry))
         fault, slow = sim.draw_fault()
         faults = sim.config.faults
         if fault == "drop_before":
@@ -137,6 +145,7 @@ class SimulatorApp:
             reply = await self._call(call, scope, receive, target)
             if reply is None:  # the client disconnected while sending its body
                 return None
+        sim.answered(reply.status)
         if slow:  # after the work is done: a client that gives up early leaves its job behind
             await asyncio.sleep(faults.slow_seconds)
         body = _encode(reply.body)
@@ -256,6 +265,24 @@ class SimulatorApp:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": data})
         return None
+
+    async def _set_limit(self, receive: Receive, send: Send) -> None:
+        """POST /_sim/limit {"rate_limit": R, "rate_burst": B}: change the request limit."""
+        raw = await _read_body(receive)
+        try:
+            body = json.loads(raw or b"")
+            rate, burst = body.get("rate_limit"), body.get("rate_burst")
+            for value in (rate, burst):
+                if value is not None and (isinstance(value, bool) or float(value) <= 0):
+                    raise ValueError(value)
+        except (ValueError, TypeError, AttributeError):
+            message = 'expected {"rate_limit": R or null, "rate_burst": B or null}, R and B > 0'
+            return await _send(send, error_reply(422, 422001, message))
+        self._sim.set_limit(
+            None if rate is None else float(rate), None if burst is None else float(burst)
+        )
+        reply = Reply(200, {"rate_limit": self._sim.config.rate_limit, "rate_burst": burst})
+        return await _send(send, reply)
 
     @staticmethod
     async def _lifespan(receive: Receive, send: Send) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from batchgen.errors import ConfigError
 from batchgen.models import ModelSpec, get_model
 from batchgen.simulator._app import SimulatorApp
+from batchgen.simulator._limits import TokenBucket, check_durations, draw_duration
 from batchgen.simulator._schema import validate_input
 from batchgen.simulator._types import (
     EXCLUSIVE_KINDS,
@@ -26,6 +27,8 @@ from batchgen.simulator._types import (
 
 DEFAULT_COST = 0.1  # dollars per job when the model has no price table
 ENDPOINTS = ("submit", "status", "result", "cancel", "media")
+# besides calls per endpoint: calls the request limit refused, and every 429 answer sent
+LIMIT_STATS = ("rate_limited", "answered_429")
 FAILURE_MESSAGES = (
     "content moderation: the prompt was rejected",
     "content moderation: the first frame image was rejected",
@@ -108,6 +111,7 @@ class Simulator:
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = config if config is not None else SimulatorConfig()
+        check_durations(self.config)
         seed = self.config.seed
         # Separate streams, so injected faults never shift the jobs' durations and outcomes.
         self._job_rng = random.Random(seed)
@@ -120,7 +124,8 @@ class Simulator:
         self._running: list[tuple[float, int, _Job]] = []  # heap of (end time, seq, job)
         self._waiting = _Fenwick()  # 1 for each job still in the queue, by seq
         self._spent = 0.0
-        self._stats = dict.fromkeys((*ENDPOINTS, "faults"), 0)
+        self._stats = dict.fromkeys((*ENDPOINTS, "faults", *LIMIT_STATS), 0)
+        self._bucket = TokenBucket()
         self._mono0 = time.monotonic()
         self._wall0 = time.time()
         self.media_auth_headers: list[str] = []
@@ -181,7 +186,7 @@ class Simulator:
             if config.balance is not None and self._spent + cost > config.balance + 1e-9:
                 return error_reply(402, 400002, "insufficient balance")
             # Always draw both numbers, so outcomes stay reproducible whatever the rates.
-            duration = self._job_rng.uniform(config.min_duration, config.max_duration)
+            duration = draw_duration(self._job_rng, config)
             fails = self._job_rng.random() < config.failure_rate
             error = self._job_rng.choice(FAILURE_MESSAGES) if fails else None
             request_id = str(uuid.uuid4())
@@ -288,6 +293,29 @@ class Simulator:
             self._stats[endpoint] += 1
             if auth is not None:
                 self.media_auth_headers.append(auth)
+
+    def take_token(self) -> float | None:
+        """Whether the request limit lets a call through: None if so, else seconds to wait."""
+        config = self.config
+        if config.rate_limit is None:
+            return None
+        with self._lock:
+            wait = self._bucket.take(time.monotonic(), config.rate_limit, config.rate_burst)
+            if wait is not None:
+                self._stats["rate_limited"] += 1
+            return wait
+
+    def answered(self, status: int) -> None:
+        """Count one answer by its HTTP status (only 429s are kept)."""
+        if status == 429:
+            with self._lock:
+                self._stats["answered_429"] += 1
+
+    def set_limit(self, rate_limit: float | None, rate_burst: float | None) -> None:
+        """Change the request limit mid-run (what a provider raising an account's limit does)."""
+        with self._lock:
+            self.config.rate_limit = rate_limit
+            self.config.rate_burst = rate_burst
 
     def draw_fault(self) -> tuple[str | None, bool]:
         """Pick this call's fault (at most one exclusive kind) and whether it is slow."""

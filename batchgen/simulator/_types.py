@@ -7,6 +7,8 @@ from typing import Any
 
 from batchgen.models import available_models
 
+DISTRIBUTIONS = ("uniform", "lognormal", "mixture")  # how job durations may be drawn
+
 # The fault kinds that exclude each other, in the order their probabilities are stacked.
 EXCLUSIVE_KINDS = (
     "error_500",
@@ -52,7 +54,7 @@ class SimulatorConfig:
 
     capacity: int = 4  # jobs processed at once; others wait in a FIFO queue
     queue_limit: int = 1000  # queued+running jobs at which submit answers 429
-    min_duration: float = 0.2  # seconds each job runs, uniform in [min, max]
+    min_duration: float = 0.2  # seconds each job runs, uniform in [min, max] (see durations)
     max_duration: float = 0.6
     failure_rate: float = 0.0  # fraction of jobs that end "failed"
     token: str | None = None  # None: any non-empty Bearer token is accepted
@@ -60,6 +62,19 @@ class SimulatorConfig:
     faults: Faults = field(default_factory=Faults)
     # every shipped model, each held to its own schema
     models: tuple[str, ...] = field(default_factory=lambda: tuple(available_models()))
+    # How long jobs run: "uniform" in [min_duration, max_duration]; "lognormal" with the given
+    # median and sigma (a long tail, as real renders have); "mixture": uniform, except that a
+    # share of jobs (long_share) runs long_factor times longer.
+    durations: str = "uniform"
+    median_duration: float = 1.0
+    duration_sigma: float = 1.0
+    long_share: float = 0.1
+    long_factor: float = 5.0
+    # A token bucket over every API call (submit, status, result and cancel): at most
+    # rate_limit calls a second on average, rate_burst at once; beyond it, 429 + Retry-After.
+    # None: no limit. Read on every call, so a test may change it mid-run.
+    rate_limit: float | None = None
+    rate_burst: float | None = None  # None: one second's worth of calls (at least 1)
     balance: float | None = None  # dollars; None = unlimited
     media_host: str = "localhost"  # a different host name than the API's, to catch token leaks
     # Some APIs answer 404 to a result that is not ready yet; the client must cope with both.
