@@ -30,6 +30,7 @@ from batchgen.pacing import InFlightLimit, PollClock
 log = logging.getLogger("batchgen")
 T = TypeVar("T")
 IN_FLIGHT = frozenset({"submitting", "in_queue", "in_progress"})
+FIRST_SUBMITS = 4  # submits under way at once at the start of a run (see _submit_window)
 UNKNOWN_HINT = (
     "the submit may have reached RunComfy but its answer was lost; check your RunComfy "
     "dashboard, then rerun with --resubmit-unknown to submit it again"
@@ -99,7 +100,8 @@ class PoolBase:
         self._pending = deque(to_submit)
         self.clock = PollClock()
         self.limit = InFlightLimit(options.concurrency)
-        client.on_rate_limited = self.limit.rate_limited
+        # a limit on calls is paced by the client; concurrency halves for a limit on jobs
+        client.limiter.on_jobs_limited = self.limit.rate_limited
         self.spent = spent
         self.stop_signal: int | None = None
         self.fatal: BaseException | None = None
@@ -107,6 +109,9 @@ class PoolBase:
         self.budget_blocked = 0
         self._in_flight = 0
         self._submitting = 0
+        # submits under way at once start few and grow with each answer: a provider's request
+        # limit, unknown yet, refuses every call sent before its first 429 comes back
+        self._submit_window = float(min(FIRST_SUBMITS, options.submits_in_flight))
         self._reached = False  # any answer from the API at all this run
         self._poll_results = True  # check jobs with the result call (see _look)
         self._sent: set[str] = set()  # submits whose request left (fate unknown if cut off)

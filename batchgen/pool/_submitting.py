@@ -39,7 +39,7 @@ class Submitting(Following):
                     return
                 await self._changed.wait()
                 continue
-            if self._in_flight >= self.limit.value:
+            if self._in_flight >= self.limit.value or self._submitting >= self._submit_window:
                 await self._changed.wait()
                 continue
             key = self._pending.popleft()
@@ -97,6 +97,7 @@ class Submitting(Following):
                 request_id=answer.request_id,
             )
             self.limit.succeeded()
+            self._submit_window = min(self._submit_window + 0.5, self.options.submits_in_flight)
             keep_slot = not self._poll_scope.cancel_called
         finally:
             self._submitting -= 1
