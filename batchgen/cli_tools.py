@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,6 +17,28 @@ from batchgen.errors import ConfigError
 from batchgen.paths import shown
 
 SAMPLE_SHEETS = Path(__file__).resolve().parent.parent / "sample_sheets"
+
+
+# (flag, Faults field, what it does): one rate flag per kind of fault
+FAULT_FLAGS = (
+    ("--fault-500", "error_500", "HTTP 500; a submit creates no job"),
+    ("--fault-429", "rate_limit_429", "a random 429 + Retry-After (see --rate-limit for a limit)"),
+    ("--fault-drop-before", "drop_before", "connection closed before anything is done"),
+    ("--fault-drop-after", "drop_after", "connection cut after the call is done (job created)"),
+    ("--fault-truncated-json", "truncated_json", "the call is done, its JSON answer cut in half"),
+    ("--fault-error-200", "error_code_200", "HTTP 200 with an error_code; no job created"),
+    ("--fault-slow", "slow", "answer only after --slow-seconds (on top of any other fault)"),
+)
+
+
+def _fault_options(command: Any) -> Any:
+    """Add the per-kind fault rate flags to the simulate command."""
+    for flag, _, meaning in reversed(FAULT_FLAGS):
+        option = click.option(
+            flag, type=click.FloatRange(0, 1), default=None, help=f"Chance a call gets: {meaning}."
+        )
+        command = option(command)
+    return command
 
 
 @click.command(short_help="Serve a local stand-in for the Model API: rehearse without a token.")
@@ -31,10 +54,51 @@ SAMPLE_SHEETS = Path(__file__).resolve().parent.parent / "sample_sheets"
     help="Jobs processed at once.",
 )
 @click.option(
+    "--durations",
+    type=click.Choice(["uniform", "lognormal", "mixture"]),
+    default="uniform",
+    show_default=True,
+    help="How job durations are drawn: uniform in [min, max]; lognormal (--median-duration, "
+    "--duration-sigma); mixture: uniform, but a --long-share of jobs --long-factor times longer.",
+)
+@click.option(
     "--min-duration", type=float, default=2.0, show_default=True, help="Shortest job, seconds."
 )
 @click.option(
     "--max-duration", type=float, default=6.0, show_default=True, help="Longest job, seconds."
+)
+@click.option(
+    "--median-duration", type=float, default=1.0, show_default=True, help="Lognormal median, s."
+)
+@click.option(
+    "--duration-sigma", type=float, default=1.0, show_default=True, help="Lognormal sigma."
+)
+@click.option(
+    "--long-share",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="Mixture: share of long jobs.",
+)
+@click.option(
+    "--long-factor",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Mixture: how many times longer they run.",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="At most R API calls a second (a token bucket over every call); 429 + Retry-After "
+    'beyond it. Change it mid-run with POST /_sim/limit {"rate_limit": R}.',
+)
+@click.option(
+    "--rate-burst",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Calls the bucket takes at once (default: one second's worth).",
 )
 @click.option(
     "--failure-rate",
@@ -48,7 +112,23 @@ SAMPLE_SHEETS = Path(__file__).resolve().parent.parent / "sample_sheets"
     type=click.FloatRange(0, 1),
     default=0.0,
     show_default=True,
-    help="Chance that a call fails in some way (spread over every fault kind).",
+    help="Chance that a call fails in some way (spread over every fault kind but slow "
+    "answers; a --fault-KIND flag sets its own kind's share).",
+)
+@_fault_options
+@click.option(
+    "--slow-seconds",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="How late a slow answer comes.",
+)
+@click.option(
+    "--retry-after",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="Seconds sent in Retry-After with a random 429.",
 )
 @click.option(
     "--token", default=None, help="Accept only this token (default: any non-empty token)."
@@ -58,12 +138,22 @@ def simulate(
     host: str,
     port: int,
     capacity: int,
+    durations: str,
     min_duration: float,
     max_duration: float,
+    median_duration: float,
+    duration_sigma: float,
+    long_share: float,
+    long_factor: float,
+    rate_limit: float | None,
+    rate_burst: float | None,
     failure_rate: float,
     fault_rate: float,
+    slow_seconds: float,
+    retry_after: float,
     token: str | None,
     seed: int | None,
+    **fault_kinds: float | None,
 ) -> None:
     """Serve a local stand-in for RunComfy's Model API until Ctrl-C.
 
@@ -80,16 +170,32 @@ def simulate(
     """
     from batchgen import simulator
 
-    faults = simulator.Faults.spread(fault_rate) if fault_rate else simulator.Faults()
-    config = simulator.SimulatorConfig(
-        capacity=capacity,
-        min_duration=min_duration,
-        max_duration=max_duration,
-        failure_rate=failure_rate,
-        token=token,
-        seed=seed,
-        faults=faults,
-    )
+    timing = {"slow_seconds": slow_seconds, "retry_after": retry_after}
+    faults = simulator.Faults.spread(fault_rate, **timing)
+    for flag, field, _ in FAULT_FLAGS:
+        rate = fault_kinds.get(flag.lstrip("-").replace("-", "_"))
+        if rate is not None:
+            setattr(faults, field, rate)
+    try:
+        config = simulator.SimulatorConfig(
+            capacity=capacity,
+            durations=durations,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            median_duration=median_duration,
+            duration_sigma=duration_sigma,
+            long_share=long_share,
+            long_factor=long_factor,
+            rate_limit=rate_limit,
+            rate_burst=rate_burst,
+            failure_rate=failure_rate,
+            token=token,
+            seed=seed,
+            faults=faults,
+        )
+        simulator.check_config(config)
+    except ValueError as exc:
+        raise ConfigError(f"simulate: {exc}") from None
     simulator.serve(host=host, port=port, config=config)
 
 

@@ -180,7 +180,9 @@ class InFlightLimit:
 MIN_RATE = 0.5  # calls a second: the learned rate never goes below this
 CUT = 0.9  # on a measured limit L, calls are paced at CUT * L ...
 SETTLE = 0.95  # ... and back at SETTLE * L a second later, where they stay a while
-PROBE_AFTER = 4.0  # seconds at SETTLE * L (while calls wait for the pace) before probing above it
+PROBE_AFTER = 4.0  # seconds at SETTLE * L (while calls wait for the pace) before probing
+PROBE_UP = 5.0  # seconds from SETTLE * L up to L, then
+PROBE_GROWTH = 1.2  # ... this factor a second above it
 MEASURE_CALLS = 4  # accepted calls between two refusals before their span is trusted
 MEASURE_SPAN = 0.1  # ... and seconds between them
 PAUSE_SLACK = 1.05  # a 429's pause is this share of its Retry-After, plus 5 ms
@@ -188,7 +190,8 @@ EPISODE_GAP = 2.0  # seconds without a 429 that end an episode of refusals
 DEFAULT_PAUSE = 0.5  # seconds every call waits after a 429 without Retry-After
 MAX_PAUSE = 30.0
 PRESSED_FOR = 0.5  # seconds after a call last waited for its slot that the pace counts as binding
-RECENT = 1.0  # seconds of calls behind the first estimate of a limit
+RECENT = 1.0  # seconds of accepted calls behind a first estimate of a limit
+RAISED = 1.3  # a 429 with calls accepted this much above the limit: the limit was raised
 
 
 @dataclass
@@ -252,9 +255,16 @@ class RequestRate:
         since = time.monotonic() - self._cut_at
         if since < 1.0:
             return max(MIN_RATE, limit * (CUT + (SETTLE - CUT) * since))
-        # probe above only while the pace binds: an idle run learns nothing by probing
-        s = max(0.0, self._probe - PROBE_AFTER)
-        return max(MIN_RATE, limit * (SETTLE + 0.01 * s + 0.002 * s * s))
+        # probe above only while the pace binds (an idle run learns nothing by probing): up
+        # to the limit slowly, then beyond it faster and faster, so a raised limit is found
+        s = self._probe - PROBE_AFTER
+        if s <= 0:
+            share = SETTLE
+        elif s < PROBE_UP:
+            share = SETTLE + (1.0 - SETTLE) * s / PROBE_UP
+        else:
+            share = PROBE_GROWTH ** (s - PROBE_UP)
+        return max(MIN_RATE, limit * share)
 
     async def acquire(self) -> None:
         """Wait until a call may leave: after any pause, and at the pace, first come first out."""
@@ -280,12 +290,11 @@ class RequestRate:
         self._accepted += 1
         if kind != "submit" and self._episode is not None:
             self._episode.check_passed = True
-        if self.limit is None:  # only the first estimate needs the recent answers
-            now = time.monotonic()
-            accepted = self._recent
-            accepted.append(now)
-            while now - accepted[0] > RECENT:
-                accepted.popleft()
+        now = time.monotonic()
+        accepted = self._recent
+        accepted.append(now)
+        if now - accepted[0] > RECENT:
+            accepted.popleft()
 
     def _press(self, now: float) -> None:
         """Count time spent with calls waiting for the pace (it makes the probe advance)."""
@@ -306,15 +315,18 @@ class RequestRate:
         if episode is None or now - episode.last > EPISODE_GAP:
             self._episode = _Episode(token_time, self._accepted, now, kind != "submit")
             self._refused_at = self._accepted
-            if self.limit is None:
-                self._first_estimate(now)
+            estimate = self._recent_rate(now)
+            if self.limit is None or estimate > RAISED * self.limit:
+                self._set_limit(estimate, now)  # the first limit met, or a raised one
+            else:
+                self._set_limit(self.limit, now)  # our probe above the limit: back under it
             return
         episode.last = now
         episode.any_check = episode.any_check or kind != "submit"
         calls = self._accepted - episode.accepted_at_first
         span = token_time - episode.first
         if calls < MEASURE_CALLS or span < MEASURE_SPAN:
-            if self.limit is not None and self._accepted > self._refused_at:
+            if not self.measured and self.limit is not None and self._accepted > self._refused_at:
                 # refused again after calls went through at this pace: it is too fast
                 self._set_limit(self.limit * 0.75, now)
             self._refused_at = self._accepted
@@ -330,14 +342,15 @@ class RequestRate:
         self._set_limit(calls / span, now)
         self.measured += 1
 
-    def _first_estimate(self, now: float) -> None:
-        """The calls accepted in the last second (burst included: the measurement corrects it)."""
+    def _recent_rate(self, now: float) -> float:
+        """Calls accepted a second lately (a burst inflates it: a measurement corrects that)."""
         accepted = self._recent
+        while accepted and now - accepted[0] > RECENT:
+            accepted.popleft()
         span = max(0.25, min(RECENT, now - accepted[0])) if accepted else RECENT
-        self._set_limit(max(1, len(accepted)) / span, now)
+        return max(1, len(accepted)) / span
 
     def _set_limit(self, limit: float, now: float) -> None:
         self.limit = max(MIN_RATE / CUT, limit)
         self._cut_at = now
         self._probe = 0.0
-        self._recent.clear()

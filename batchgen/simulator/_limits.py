@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import random
 
-from batchgen.simulator._types import DISTRIBUTIONS, SimulatorConfig
+from batchgen.simulator._types import DISTRIBUTIONS, EXCLUSIVE_KINDS, SimulatorConfig
 
 MAX_JOB_SECONDS = 3600.0  # a lognormal draw is cut here, so no job runs for days
 
 
-def check_durations(config: SimulatorConfig) -> None:
-    """A ValueError naming the setting when the duration settings make no sense."""
+def check_config(config: SimulatorConfig) -> None:
+    """A ValueError naming the setting when durations, limits or fault rates make no sense."""
     if config.durations not in DISTRIBUTIONS:
         raise ValueError(f"durations must be one of {', '.join(DISTRIBUTIONS)}")
     if not 0 <= config.min_duration <= config.max_duration:
@@ -20,6 +20,13 @@ def check_durations(config: SimulatorConfig) -> None:
         raise ValueError("median_duration and duration_sigma must not be negative")
     if not 0 <= config.long_share <= 1 or config.long_factor < 0:
         raise ValueError("long_share must be within 0..1 and long_factor not negative")
+    for name in ("rate_limit", "rate_burst"):
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be above 0")
+    faults = config.faults
+    if sum(getattr(faults, kind) for kind in EXCLUSIVE_KINDS) > 1 + 1e-9:
+        raise ValueError("the fault rates of the kinds other than slow add up to more than 1")
 
 
 def draw_duration(rng: random.Random, config: SimulatorConfig) -> float:

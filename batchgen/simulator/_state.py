@@ -15,7 +15,7 @@ from typing import Any
 from batchgen.errors import ConfigError
 from batchgen.models import ModelSpec, get_model
 from batchgen.simulator._app import SimulatorApp
-from batchgen.simulator._limits import TokenBucket, check_durations, draw_duration
+from batchgen.simulator._limits import TokenBucket, check_config, draw_duration
 from batchgen.simulator._schema import validate_input
 from batchgen.simulator._types import (
     EXCLUSIVE_KINDS,
@@ -111,7 +111,7 @@ class Simulator:
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = config if config is not None else SimulatorConfig()
-        check_durations(self.config)
+        check_config(self.config)
         seed = self.config.seed
         # Separate streams, so injected faults never shift the jobs' durations and outcomes.
         self._job_rng = random.Random(seed)
