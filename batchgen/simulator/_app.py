@@ -142,9 +142,10 @@ class SimulatorApp:
         elif fault == "error_code_200":
             reply = error_reply(200, 500001, "internal error")
         else:
-            reply = await self._call(call, scope, receive, target)
-            if reply is None:  # the client disconnected while sending its body
+            answer = await self._call(call, scope, receive, target)
+            if answer is None:  # the client disconnected while sending its body
                 return None
+            reply = answer
         sim.answered(reply.status)
         if slow:  # after the work is done: a client that gives up early leaves its job behind
             await asyncio.sleep(faults.slow_seconds)
