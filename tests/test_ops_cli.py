@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ad_rows, cli_env, read_csv, run_cli, start_cli, write_csv
 
 
@@ -122,3 +124,16 @@ def test_a_job_file_takes_retry_cancelled_and_log_file(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "b.log").read_text(encoding="utf-8").rstrip().endswith("exit 0")
+
+
+def test_paths_are_shown_relative_only_below_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path below the cwd is shown relative to it; one outside it stays absolute, never `../`."""
+    from batchgen.paths import shown
+
+    (tmp_path / "work" / "jobs").mkdir(parents=True)
+    (tmp_path / "sheets").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert shown("jobs/../jobs/ads.csv") == os.path.join("jobs", "ads.csv")
+    assert shown("../sheets/ads.csv") == str((tmp_path / "sheets" / "ads.csv").resolve())

@@ -20,6 +20,7 @@ from openpyxl.workbook.defined_name import DefinedName
 
 from batchgen._csvfile import restore
 from batchgen.errors import SheetError
+from batchgen.paths import shown
 from batchgen.sheets import (
     OUTPUT_COLUMNS,
     RESULTS_SHEET,
@@ -708,7 +709,7 @@ def test_load_errors_are_one_line_sheet_errors(
     with pytest.raises(SheetError) as info:
         load_sheet(path)
     text = str(info.value)
-    assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+    assert text.startswith(f"{shown(path)}: ") and message in text and "\n" not in text
     assert path.read_bytes() == content
 
 
