@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchgen import report, sheets
+from batchgen import paths, report, sheets
 from batchgen.columns import Reading, header_test
 from batchgen.config import RunConfig
 from batchgen.errors import ConfigError
@@ -94,7 +94,12 @@ def load_batch(config: RunConfig) -> Batch:
 
 def config_catalog(config: RunConfig) -> ModelCatalog:
     """The shipped models, the user's models_dir, and the job file's [prices]."""
-    return load_catalog(config.models_dir).priced(config.prices)
+    catalog = load_catalog(config.models_dir)
+    try:
+        return catalog.priced(config.prices)
+    except ConfigError as exc:  # [prices] is only ever in a job file: say which
+        where = f"{paths.shown(config.jobfile)}: " if config.jobfile else ""
+        raise ConfigError(f"{where}{exc}") from None
 
 
 def config_models(config: RunConfig, catalog: ModelCatalog) -> list[ModelSpec]:

@@ -309,6 +309,17 @@ def test_max_cost_refuses_an_unpriced_model_until_the_job_file_prices_it(
     assert float(results[0]["estimated_cost"]) == pytest.approx(0.4)
 
 
+def test_a_price_for_an_unknown_model_is_exit_2_naming_the_job_file(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", [{"prompt": "p", "image": IMAGE}])
+    job = jobfile(tmp_path / "job.toml", sheet, '[prices]\n"wan-2.6-t2w" = 0.05\n')
+
+    result = run_cli(["check", job], None)
+
+    assert result.returncode == 2
+    assert str(job) in result.stderr and "[prices]: unknown model 'wan-2.6-t2w'" in result.stderr
+    assert "did you mean wan-2.6-t2v" in result.stderr
+
+
 def test_a_users_price_is_per_second_of_video(tmp_path: Path) -> None:
     rows = [{"prompt": "p", "image": IMAGE, "duration": 10, "model": "kling-o3-pro-i2v"}]
     sheet = write_csv(tmp_path / "ads.csv", rows)
@@ -493,3 +504,22 @@ def test_the_model_flag_takes_several_models(tmp_path: Path, sim: SimulatorServe
         "seedance-1.5-pro-t2v: completed",
         "wan-2.6-t2v: completed",
     ]
+
+
+def test_a_lost_ledger_of_a_two_model_sheet_pays_nothing_again(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    rows = [
+        {"prompt": f"Ad {i}", "image": IMAGE, "model": "seedance-1.5-pro-i2v|kling-3.0-pro-i2v"}
+        for i in range(3)
+    ]
+    sheet = write_csv(tmp_path / "ads.csv", rows)
+    assert run_cli(["run", sheet], sim).returncode == 0
+    assert len(submissions(sim)) == 6
+
+    for leftover in tmp_path.glob("ads.csv.batchgen.db*"):
+        leftover.unlink()  # the ledger is gone: the sheet's output cells still name each job
+    again = run_cli(["run", sheet], sim)
+
+    assert again.returncode == 0, again.stderr
+    assert len(submissions(sim)) == 6
