@@ -10,7 +10,6 @@ even the completed jobs' keys are not read.
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 import time
 from array import array
@@ -20,13 +19,13 @@ from operator import attrgetter, ne
 from typing import Any, Protocol
 
 from batchgen import report
+from batchgen.client import is_request_id
 from batchgen.config import RunConfig
 from batchgen.ledger import JobRecord, Ledger
 from batchgen.specs import JobSpec, SheetPlan
 
 # ledger states with no request_id that a request_id shown in the sheet replaces
 ADOPTABLE = ("pending", "unknown")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
 UNKNOWN_ERROR = (
     "the run stopped before the submit answered; rerun with --resubmit-unknown to submit it again"
 )
@@ -266,7 +265,7 @@ def adopt_shown(
         if values is None and job.key in showing:
             values = _row_lines(job, by_row[job.row], shown.cells(job.row))
         request_id = values.get("request_id", "").strip() if values else ""
-        if not _REQUEST_ID.fullmatch(request_id) or owner.get(request_id, job.key) != job.key:
+        if not is_request_id(request_id) or owner.get(request_id, job.key) != job.key:
             continue  # not an id, or another job's (its prompt was edited since)
         assert values is not None
         candidates.append(_adopted(records[job.key], request_id, values, now))
