@@ -9,6 +9,7 @@ import pytest
 
 from batchgen.bench import benchmark as bench
 from batchgen.bench.naive import load_sheet, run_naive
+from batchgen.bench.scenarios import QUICK_SCENARIOS
 from batchgen.errors import ConfigError
 from batchgen.simulator import Simulator, SimulatorServer
 from tests.helpers import TOKEN, fast_config, read_csv
@@ -59,6 +60,15 @@ def test_the_small_benchmark_fills_every_figure_for_both_runners(tmp_path: Path)
         ):
             assert _sane(getattr(figures, name), high=600), (who, name, figures)
         assert _sane(figures.peak_rss_mb, low=5, high=64_000), (who, figures)
+        # the provider scenarios, each run by both runners against the same simulator settings
+        assert set(figures.scenarios) == {s.name for s in QUICK_SCENARIOS}, who
+        for scenario in QUICK_SCENARIOS:
+            got = figures.scenarios[scenario.name]
+            assert got["completed"] == scenario.jobs, (who, scenario.name, got)
+            assert _sane(got["efficiency"], high=1.5), (who, scenario.name, got)
+            assert _sane(got["calls_per_job"], low=1.99, high=50), (who, scenario.name, got)
+            assert 0 <= got["share_429"] < 1, (who, scenario.name, got)
+    assert result.batchgen.scenarios["rate"]["share_429"] > 0  # it met the limit, and learned
     assert result.machine.cores >= 1 and result.machine.cpu and result.machine.python
 
     text = bench.table_text(result, width=140)
@@ -68,6 +78,9 @@ def test_the_small_benchmark_fills_every_figure_for_both_runners(tmp_path: Path)
         if not attribute.startswith("instant_library"):  # batchgen's library entry point only
             assert "—" not in line, line  # both runners have every figure
     assert result.machine.cpu in text and f"{result.machine.cores} cores" in text
+    assert len(result.machine.speed_ms) == 2 and "sum(range(10**6))" in text
+    for scenario in QUICK_SCENARIOS:
+        assert scenario.title in text
 
 
 def test_the_ideal_packs_durations_fifo_onto_the_slots() -> None:

@@ -12,7 +12,6 @@ high-water mark belongs to that stage alone.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import io
 import json
 import os
@@ -34,6 +33,12 @@ from batchgen.bench.runs import (
     run_size_child,
     simulated_run,
 )
+from batchgen.bench.scenarios import (
+    SCENARIOS,
+    machine_speed_ms,
+    packed_makespan,
+    run_scenario,
+)
 from batchgen.bench.sheetfiles import write_csv_sheet, write_xlsx_sheet
 from batchgen.bench.sizes import cpu_stall_us
 from batchgen.errors import ConfigError
@@ -46,6 +51,7 @@ FULL_SIZES: dict[str, Any] = {
     "instant_jobs": 2000,
     "instant_repeats": 3,
     "rows": 100_000,
+    "scenarios": "full",
 }
 QUICK_SIZES: dict[str, Any] = {
     "jobs": 20,
@@ -55,6 +61,7 @@ QUICK_SIZES: dict[str, Any] = {
     "instant_jobs": 200,
     "instant_repeats": 1,
     "rows": 2000,
+    "scenarios": "quick",
 }
 TARGETS = {
     "efficiency": "≥ 0.95",
@@ -94,6 +101,8 @@ class Figures:
     csv_write_s: float | None = None
     csv_peak_rss_mb: float | None = None
     completed: dict[str, int] = field(default_factory=dict)  # jobs completed per run
+    # per provider scenario (bench.scenarios): efficiency, calls_per_job, share_429, ...
+    scenarios: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +113,7 @@ class Machine:
     cores: int
     python: str
     load: float | None = None  # 1-minute load average when the benchmark started
+    speed_ms: list[float] = field(default_factory=list)  # sum(range(10**6)) before, after
     contention: float | None = None  # share of the run some task waited for a CPU (PSI)
 
     def line(self) -> str:
@@ -111,6 +121,9 @@ class Machine:
         extra = "" if self.load is None else f", load {self.load:.1f} at start"
         if self.contention is not None:
             extra += f", CPU contention {100 * self.contention:.0f}% of the run"
+        if self.speed_ms:
+            took = " and ".join(f"{ms:.1f}" for ms in self.speed_ms)
+            extra += f", sum(range(10**6)) took {took} ms before and after"
         return f"{self.cpu}, {self.cores} cores, Python {self.python}{extra}"
 
 
@@ -122,17 +135,6 @@ class BenchResult:
     machine: Machine
     batchgen: Figures
     naive: Figures | None
-
-
-def packed_makespan(durations: list[float], slots: int) -> float:
-    """The durations, in order, on `slots` workers that never idle: the FIFO makespan."""
-    free = [0.0] * max(1, slots)
-    end = 0.0
-    for duration in durations:
-        start = heapq.heappop(free)
-        heapq.heappush(free, start + duration)
-        end = max(end, start + duration)
-    return end
 
 
 # --------------------------------------------------------------------------- the runs
@@ -226,6 +228,7 @@ def run_benchmark(
     instant_jobs: int = 2000,
     instant_repeats: int = 3,
     rows: int = 100_000,
+    scenarios: str = "quick",
     naive: bool = True,
     workdir: Path | None = None,
 ) -> BenchResult:
@@ -241,8 +244,12 @@ def run_benchmark(
         "instant_concurrency": INSTANT_CONCURRENCY,
         "instant_repeats": instant_repeats,
         "rows": rows,
+        "scenarios": scenarios,
     }
+    if scenarios not in SCENARIOS:
+        raise ConfigError(f"scenarios must be one of {', '.join(SCENARIOS)}")
     host = machine()  # before the runs, so its load average tells what else was running
+    host.speed_ms.append(machine_speed_ms())
     stall0, began = cpu_stall_us(), time.monotonic()
     own_dir = workdir is None
     work = Path(tempfile.mkdtemp(prefix="batchgen-bench-")) if workdir is None else workdir
@@ -268,7 +275,11 @@ def run_benchmark(
             _instant_figures(instant, figures[who])
             if who == "batchgen":
                 _instant_library_figures(work, instant_jobs, instant_repeats, figures[who])
+        for scenario in SCENARIOS[scenarios]:
+            for who in who_all:  # side by side: the same minute for both runners
+                figures[who].scenarios[scenario.name] = run_scenario(who, scenario, work)
         _size_stages(work, rows, figures)
+        host.speed_ms.append(machine_speed_ms())
         stall1 = cpu_stall_us()
         if stall0 is not None and stall1 is not None:
             host.contention = (stall1 - stall0) / 1e6 / max(time.monotonic() - began, 1e-9)
@@ -358,7 +369,42 @@ def format_table(result: BenchResult) -> Any:
             _cell(result.naive, attribute, fmt),
             TARGETS.get(target or "", ""),
         )
+    for scenario in SCENARIOS[s.get("scenarios", "none")]:
+        table.add_section()
+        table.add_row(scenario.title)
+        for label, name, fmt in _SCENARIO_ROWS:
+            if name == "share_429" and not scenario.rate_limit:
+                continue
+            cells = [
+                _scenario_cell(figures, scenario.name, name, fmt)
+                for figures in (result.batchgen, result.naive)
+            ]
+            target = SCENARIO_TARGETS.get((scenario.name, name), "")
+            table.add_row(label, *cells, target)
     return table
+
+
+# (label, figure, format) of each provider scenario's rows
+_SCENARIO_ROWS = (
+    ("  efficiency (ideal / wall)", "efficiency", "{:.3f}"),
+    ("  wall s", "wall_s", "{:.2f}"),
+    ("  ideal s", "ideal_s", "{:.2f}"),
+    ("  calls per job", "calls_per_job", "{:.2f}"),
+    ("  share of calls answered 429", "share_429", "{:.3f}"),
+)
+SCENARIO_TARGETS = {
+    ("rate", "efficiency"): "≥ 0.85",
+    ("rate", "share_429"): "≤ 0.05",
+    ("tail", "efficiency"): "≥ naive",
+    ("tail", "calls_per_job"): "< naive",
+    ("equal", "efficiency"): "≥ 0.90",
+    ("equal", "calls_per_job"): "≤ 4.7",
+}
+
+
+def _scenario_cell(figures: Figures | None, scenario: str, name: str, fmt: str) -> str:
+    value = None if figures is None else figures.scenarios.get(scenario, {}).get(name)
+    return "—" if value is None else fmt.format(value)
 
 
 def table_text(result: BenchResult, *, width: int = 110) -> str:

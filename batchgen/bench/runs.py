@@ -84,6 +84,7 @@ def simulated_run(
     min_duration: float,
     max_duration: float,
     concurrency: int,
+    sim_args: tuple[str, ...] = (),
 ) -> RunFigures:
     """A fresh simulator process, a fresh sheet and ledger, one run, the simulator's record."""
     sheet = write_csv_sheet(workdir / f"{tag}-{who}.csv", jobs)
@@ -94,6 +95,7 @@ def simulated_run(
         min_duration=min_duration,
         max_duration=max_duration,
         log=workdir / "simulator.log",
+        extra=sim_args,
     ) as sim:
         wall, completed = run(sheet, db, sim.base_url, concurrency)
         stats = sim.stats()

@@ -29,6 +29,7 @@ class SimulatorProcess:
         max_duration: float,
         seed: int = 1,
         log: Path | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.args = [
             "--host",
@@ -43,6 +44,7 @@ class SimulatorProcess:
             repr(float(max_duration)),
             "--seed",
             str(seed),
+            *extra,  # further simulate flags: durations, a request limit
         ]
         self.log = log
         self.base_url = ""
