@@ -4,6 +4,7 @@ BatchgenError
 ├── ConfigError            bad flags, job file, token missing, unknown model, unsafe base URL
 │   └── EndpointError      a submit reached something that is not the Model API (exit 2)
 ├── SheetError             unreadable, empty or malformed sheet
+│   └── SheetInUseError    open in LibreOffice or Excel (exit 75)
 ├── LedgerError            ledger cannot be opened or migrated
 │   └── SheetLockedError   another run holds this sheet (exit 75)
 └── ApiError               something the Model API said or did
@@ -45,6 +46,12 @@ class EndpointError(ConfigError):
 
 class SheetError(BatchgenError):
     """The sheet cannot be read or has the wrong shape."""
+
+
+class SheetInUseError(SheetError):
+    """An office program holds the sheet open (its lock file is beside it): exit 75."""
+
+    exit_code = EXIT_LOCKED
 
 
 class LedgerError(BatchgenError):

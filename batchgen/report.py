@@ -240,6 +240,11 @@ def reading_lines(table: Any, plan: SheetPlan) -> list[str]:
         lines.append("ignored (the team's own): " + ", ".join(repr(h) for h in columns.ignored))
     if columns.unsure:
         lines.append(f"error: headers need your word: {columns.unsure_text()}")
+    from batchgen import officelock, paths
+
+    lock = officelock.find_lock(table.path)
+    if lock is not None:
+        lines.append("warning: " + lock.message(table.path, paths.shown(table.path)))
     return lines
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from batchgen import report, sheets
+from batchgen import officelock, paths, report, sheets
 from batchgen.batch import (
     Batch,
     CheckResult,
@@ -134,6 +134,8 @@ def run_batch(
     # run would spend a write on cells that only say "pending"; but a sheet that cannot be
     # written (read-only, a folder without room for a temporary file) is refused first
     sheets.check_writable(batch.table, output=config.output)
+    target = Path(config.output or config.sheet)
+    officelock.refuse_if_open(target, paths.shown(target))
     ledger = open_ledger(config)
     run_id = uuid.uuid4().hex
     ledger.acquire_lock(batch.scope, run_id=run_id)
