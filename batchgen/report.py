@@ -240,12 +240,29 @@ def reading_lines(table: Any, plan: SheetPlan) -> list[str]:
         lines.append("ignored (the team's own): " + ", ".join(repr(h) for h in columns.ignored))
     if columns.unsure:
         lines.append(f"error: headers need your word: {columns.unsure_text()}")
+    lines.append(output_columns_text(table))
     from batchgen import officelock, paths
 
     lock = officelock.find_lock(table.path)
     if lock is not None:
         lines.append("warning: " + lock.message(table.path, paths.shown(table.path)))
     return lines
+
+
+def output_columns_text(table: Any) -> str:
+    """Which columns a run writes its results into, and which of the team's it leaves alone."""
+    from batchgen import sheets
+
+    plan = sheets.output_plan(table)
+    names = []
+    for index in plan.positions.values():
+        header = plan.new_headers.get(index) or table.headers[index]
+        names.append(f"'{header}'" + (" (new)" if index in plan.new_headers else ""))
+    text = "results go to " + ", ".join(names)
+    if plan.kept:
+        kept = ", ".join(f"'{h}'" for h in plan.kept)
+        text += f"; {kept} hold(s) what the team typed and are left as they are"
+    return text
 
 
 def _encoding_text(table: Any) -> str:

@@ -93,6 +93,8 @@ def refuse_unsure_headers(batch: Batch) -> None:
         log.info("%s: headers read as inputs: %s", name, ", ".join(map(str, columns.mapped)))
     if columns.unsure:
         raise SheetError(f"{name}: {columns.unsure_text()}; nothing was sent")
+    if sheets.output_plan(batch.table).kept:
+        log.warning("%s: %s", name, report.output_columns_text(batch.table))
 
 
 def download_name(batch: Batch) -> Callable[[JobRecord], str]:

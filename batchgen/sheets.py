@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchgen import _csvfile
+from batchgen import _csvfile, _outputcols
 from batchgen._text import strip_illegal
 from batchgen.errors import SheetError
 from batchgen.paths import shown
@@ -65,6 +65,7 @@ class Table:
     _append_at: int = field(default=0, repr=False, compare=False)
     # row number → (header, rule) of cells no job may be made of (a NUL, a huge CSV cell)
     bad_cells: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    _outputs: _outputcols.ColumnPlan | None = field(default=None, repr=False, compare=False)
     other_sheets: list[str] = field(default_factory=list)  # the workbook's other worksheets
     header_found: bool = True  # False: no row named the required columns (the first was taken)
 
@@ -518,18 +519,16 @@ def read_worksheet(table: Table, name: str) -> list[list[object]]:
 
 def _column_plan(table: Table) -> tuple[dict[str, int], dict[int, str]]:
     """Output column → 0-based column index, and the header cells that must be added."""
-    normalized = [h.strip().lower() for h in table.headers]
-    positions: dict[str, int] = {}
-    new_headers: dict[int, str] = {}
-    next_col = table._append_at
-    for name in OUTPUT_COLUMNS:
-        if name in normalized:
-            positions[name] = normalized.index(name)
-        else:
-            positions[name] = next_col
-            new_headers[next_col] = name
-            next_col += 1
-    return positions, new_headers
+    plan = output_plan(table)
+    return plan.positions, plan.new_headers
+
+
+def output_plan(table: Table) -> _outputcols.ColumnPlan:
+    """Where the run writes, and the team's columns it leaves alone (worked out once)."""
+    if table._outputs is None:
+        rows = [row.values for row in table.rows]
+        table._outputs = _outputcols.plan_columns(table.headers, rows, table._append_at)
+    return table._outputs
 
 
 def _plan_writes(table: Table, cells: dict[int, dict[str, str]]) -> dict[int, dict[int, str]]:

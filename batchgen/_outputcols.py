@@ -1,0 +1,102 @@
+"""Which columns a run writes its results into, without taking over a column a person typed.
+
+A sheet's own `Status`, `request_id`, `video_url` or `error` column (any letter case) is
+reused only when everything in it looks like what batchgen writes there; otherwise all four
+results go to batchgen's own columns (`batchgen status` and so on), and the team's are left
+as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from batchgen.headers import normalise
+
+OUTPUT_COLUMNS = ("request_id", "status", "video_url", "error")
+OWN_PREFIX = "batchgen "
+STATUS_WORDS = frozenset(
+    {"pending", "unknown", "in_queue", "in_progress", "completed", "failed", "cancelled", "invalid"}
+)
+# RunComfy's request ids are UUIDs; a person's own ids (REQ-12, 4711) are shorter or wordier
+_REQUEST_ID = re.compile(r"[0-9a-fA-F]{8}(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}|[\w-]{20,}")
+_URL = re.compile(r"https?://\S+", re.I)
+_LINE_NAME = re.compile(r"^(?:\[[^\]]*\]\s*|.*?:\s(?=\S))")  # "9:16: " or "[ratio=9:16] "
+
+
+@dataclass
+class ColumnPlan:
+    """Output column → 0-based index, header cells to add, and the team's columns left alone."""
+
+    positions: dict[str, int] = field(default_factory=dict)
+    new_headers: dict[int, str] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)  # headers holding what a person typed
+
+
+def plan_columns(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], append_at: int
+) -> ColumnPlan:
+    """Where each output column goes; see the module's docstring."""
+    norm = [normalise(h) for h in headers]
+    plain = {n: norm.index(normalise(n)) for n in OUTPUT_COLUMNS if normalise(n) in norm}
+    own = {
+        n: norm.index(normalise(OWN_PREFIX + n))
+        for n in OUTPUT_COLUMNS
+        if normalise(OWN_PREFIX + n) in norm
+    }
+    values = {n: [_text(r, i) for r in rows] for n, i in plain.items()}
+    status_ours = "status" not in values or _all_ours("status", values["status"])
+    kept = [
+        headers[plain[n]]
+        for n in OUTPUT_COLUMNS
+        if n in plain and not _column_ours(n, values, status_ours)
+    ]
+    prefixed = bool(kept) or bool(own)
+    plan = ColumnPlan(kept=kept)
+    next_col = append_at
+    for name in OUTPUT_COLUMNS:
+        found = own.get(name) if prefixed else plain.get(name)
+        if found is not None:
+            plan.positions[name] = found
+            continue
+        plan.positions[name] = next_col
+        plan.new_headers[next_col] = OWN_PREFIX + name if prefixed else name
+        next_col += 1
+    return plan
+
+
+def _text(row: Sequence[object], index: int) -> str:
+    value = row[index] if index < len(row) else None
+    return "" if value is None else str(value).strip()
+
+
+def _lines(cell: str) -> list[str]:
+    return [_LINE_NAME.sub("", line).strip() for line in cell.splitlines() if line.strip()]
+
+
+def _all_ours(name: str, cells: list[str]) -> bool:
+    for cell in cells:
+        for line in _lines(cell):
+            if name == "status" and line.lower() not in STATUS_WORDS:
+                return False
+            if name == "request_id" and not _REQUEST_ID.fullmatch(line):
+                return False
+            if name == "video_url" and not _URL.fullmatch(line):
+                return False
+    return True
+
+
+def _column_ours(name: str, values: dict[str, list[str]], status_ours: bool) -> bool:
+    cells = values[name]
+    if not any(cells):
+        return True  # nothing typed: nothing to lose
+    if name == "error":
+        # batchgen writes an error only beside a status of its own
+        statuses = values.get("status")
+        return (
+            status_ours
+            and statuses is not None
+            and all(s for s, e in zip(statuses, cells, strict=True) if e)
+        )
+    return _all_ours(name, cells)
