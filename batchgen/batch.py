@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from batchgen import paths, report, sheets
 from batchgen.columns import Reading, header_test
 from batchgen.config import RunConfig
-from batchgen.errors import ConfigError
+from batchgen.errors import ConfigError, SheetError
 from batchgen.ledger import JobRecord, Ledger, LockInfo, ledger_url
 from batchgen.models import ModelCatalog, ModelSpec, load_catalog
 from batchgen.specs import Problem, SheetPlan, build_plan
@@ -180,6 +180,7 @@ class CheckResult:
     invalid_rows: list[int] = field(default_factory=list)
     valid_jobs: int = 0
     by_model: dict[str, ModelCost] = field(default_factory=dict)  # by alias (or id)
+    unwritable: str | None = None  # why a run could not write its results back (then exit 1)
 
 
 @dataclass
@@ -223,7 +224,12 @@ def check_batch(config: RunConfig, *, images: bool = False) -> CheckResult:
         share.jobs += 1
         share.estimated_cost += job.estimated_cost or 0.0
         share.unpriced_jobs += job.estimated_cost is None
-    return CheckResult(batch, cost, problems, invalid, len(valid), by_model)
+    unwritable = None
+    try:  # what would make a run fail to deliver is found here, not after paying
+        sheets.check_writable(batch.table, output=config.output)
+    except SheetError as exc:
+        unwritable = str(exc)
+    return CheckResult(batch, cost, problems, invalid, len(valid), by_model, unwritable)
 
 
 def eta_seconds(outcome: report.Outcome, holder: LockInfo) -> float | None:

@@ -288,6 +288,7 @@ def check(
                         }
                         for name, share in checked.by_model.items()
                     },
+                    "unwritable": checked.unwritable,
                 }
                 | report.sheet_reading(checked.batch.table, plan),
                 indent=2,
@@ -314,7 +315,10 @@ def check(
         click.echo("all rows valid" if not invalid else f"{invalid} invalid row(s)")
         if unsure:
             click.echo(f"{len(unsure)} header(s) need your word: run refuses the sheet until then")
-    sys.exit(0 if not checked.invalid_rows and not unsure else 1)
+        if checked.unwritable:
+            click.echo(f"error: a run could not write its results back: {checked.unwritable}")
+    failed = checked.invalid_rows or unsure or checked.unwritable
+    sys.exit(1 if failed else 0)
 
 
 @cli.command(short_help="Show jobs by state, the spend so far and the run in progress.")

@@ -414,6 +414,26 @@ def check_writable(table: Table, *, output: str | Path | None = None) -> None:
             _xlsx.results_sheet_part(table._book, sheet_part=table._sheet_part, name=RESULTS_SHEET)
         except _xlsx.XlsxError as exc:
             raise _fail(table.path, str(exc)) from exc
+        _dry_patch(table)
+
+
+def _dry_patch(table: Table) -> None:
+    """Patch every data row's output cells in memory: a cell that cannot be written (a shared
+    or array formula) is found before anything is paid for, not at the final write."""
+    from batchgen import _xlsx
+
+    sheet = table._sheet
+    assert sheet is not None
+    text = sheet.text
+    if 't="shared"' not in text and 't="array"' not in text and "t='" not in text:
+        return  # no shared or array formula anywhere: nothing a patch could refuse
+    positions, _ = _column_plan(table)
+    columns = sorted(positions.values())
+    writes = {row.number: dict.fromkeys(columns, "x") for row in table.rows}
+    try:
+        _xlsx.patch_sheet(sheet, writes, header_row=table.header_row, header_style=None)
+    except _xlsx.XlsxError as exc:
+        raise _fail(table.path, f"{exc} (found before anything was sent)") from exc
 
 
 def _refuse_read_only(path: Path) -> None:

@@ -292,11 +292,17 @@ def test_whitespace_only_cells_past_the_header_are_not_overwritten(tmp_path: Pat
 
 def test_csv_output_columns_are_reused_ignoring_case_and_spaces(tmp_path: Path) -> None:
     path = tmp_path / "ads.csv"
-    path.write_bytes(b"prompt, Status ,REQUEST_ID,other\na,old,,o\nb,keep,r0,p\n")
+    # columns holding what batchgen writes there (status words, request ids) are its own
+    uuid = b"0f8fad5b-d9cb-469f-a165-70867728950e"
+    path.write_bytes(
+        b"prompt, Status ,REQUEST_ID,other\na,pending,,o\nb,completed," + uuid + b",p\n"
+    )
     table = load_sheet(path)
     write_back(table, {2: {"status": "queued", "request_id": "r1", "error": "e"}})
     assert path.read_bytes() == (
-        b"prompt, Status ,REQUEST_ID,other,video_url,error\na,queued,r1,o,,e\nb,keep,r0,p\n"
+        b"prompt, Status ,REQUEST_ID,other,video_url,error\na,queued,r1,o,,e\nb,completed,"
+        + uuid
+        + b",p\n"
     )
 
 
@@ -507,12 +513,13 @@ def test_xlsx_reuses_existing_output_columns_and_shared_strings(tmp_path: Path) 
         '<c r="B1" t="s" s="1"><v>1</v></c>'
         '<c r="C1" t="s" s="1"><v>2</v></c></row>'
         '<row r="2" spans="1:3"><c r="A2" t="s"><v>3</v></c><c r="B2" t="s" s="1"><v>4</v></c>'
-        '<c r="C2" t="s"><v>4</v></c></row>'
+        '<c r="C2" t="s"><v>6</v></c></row>'
         '<row r="3" spans="1:3"><c r="A3" t="s"><v>5</v></c><c r="B3" t="s"><v>4</v></c></row>'
         "</sheetData></worksheet>"
     )
     path = tmp_path / "ads.xlsx"
-    raw_xlsx(path, sheet, shared=["Prompt", " STATUS", "Request_ID ", "cat", "old", "dog"])
+    uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    raw_xlsx(path, sheet, shared=["Prompt", " STATUS", "Request_ID ", "cat", "pending", "dog", uuid])
     table = load_sheet(path)
     assert table.sheet_name == "Data"
     assert table.headers == ["Prompt", " STATUS", "Request_ID "]
@@ -521,7 +528,7 @@ def test_xlsx_reuses_existing_output_columns_and_shared_strings(tmp_path: Path) 
     assert [c.value for c in ws[1]] == ["Prompt", " STATUS", "Request_ID ", "video_url", "error"]
     assert [c.value for c in ws[2]][:3] == ["cat", "new", "r2"]
     assert ws["B2"].font.b  # the replaced cell kept its style
-    assert [c.value for c in ws[3]] == ["dog", "old", None, None, "e3"]
+    assert [c.value for c in ws[3]] == ["dog", "pending", None, None, "e3"]
     xml = sheet_part(path, "xl/worksheets/data.xml")
     assert "spans" not in re.search(r"<row r=\"3\"[^>]*>", xml)[0]
     assert 'ref="A1:E3"' in xml
@@ -560,7 +567,7 @@ def test_xlsx_overwriting_a_formula_drops_calc_chain(tmp_path: Path) -> None:
         '<c r="B1" t="inlineStr"><is><t>status</t></is></c>'
         '<c r="C1" t="inlineStr"><is><t>calc</t></is></c></row>'
         '<row r="2"><c r="A2" t="inlineStr"><is><t>a</t></is></c>'
-        '<c r="B2" t="str"><f>"x"</f><v>x</v></c>'
+        '<c r="B2" t="str"><f>"pending"</f><v>pending</v></c>'
         '<c r="C2"><f>1+1</f><v>2</v></c></row>'
         "</sheetData></worksheet>"
     )
@@ -581,8 +588,9 @@ def test_xlsx_shared_formula_master_in_output_column_is_refused(tmp_path: Path) 
     sheet = (
         f'<worksheet xmlns="{MAIN_NS}"><sheetData>'
         '<row r="1"><c r="A1" t="inlineStr"><is><t>status</t></is></c></row>'
-        '<row r="2"><c r="A2"><f t="shared" ref="A2:A3" si="0">1+1</f><v>2</v></c></row>'
-        '<row r="3"><c r="A3"><f t="shared" si="0"/><v>2</v></c></row>'
+        '<row r="2"><c r="A2" t="str"><f t="shared" ref="A2:A3" si="0">"pending"</f>'
+        "<v>pending</v></c></row>"
+        '<row r="3"><c r="A3" t="str"><f t="shared" si="0"/><v>pending</v></c></row>'
         "</sheetData></worksheet>"
     )
     path = tmp_path / "ads.xlsx"

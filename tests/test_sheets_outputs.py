@@ -84,3 +84,30 @@ def test_an_xlsx_status_column_in_capitals_with_team_values_is_kept(
     assert [ws2.cell(r, 3).value for r in (2, 3, 4)] == TEAM_STATUS
     assert ws2.cell(2, 4).value == "typo in brief"
     assert [ws2.cell(r, 6).value for r in (2, 3, 4)] == ["completed"] * 3
+
+
+def test_an_array_formula_in_an_output_column_is_found_before_anything_is_paid(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    path = tmp_path / "ads.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    ws = book.add_worksheet("Ads")
+    ws.write_row(0, 0, ["prompt", "first_frame_image_url", "status"])
+    for i in range(3):
+        ws.write_row(i + 1, 0, [f"Shoe {i}", IMAGE, "pending"])
+    # a formula showing batchgen's own word: the column is batchgen's, but a cell of an
+    # array formula cannot be overwritten alone
+    ws.write_array_formula(1, 2, 1, 2, '{=IF(A2<>"","pending","")}', None, "pending")
+    book.close()
+    before = path.read_bytes()
+
+    checked = run_cli(["check", path], sim)
+    refused = run_cli(["run", path], sim)
+
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "a run could not write its results back" in checked.stdout
+    assert "shared or array formula" in checked.stdout
+    assert refused.returncode == 2, refused.stderr
+    assert "shared or array formula" in refused.stderr
+    assert sim.simulator.submissions() == []
+    assert path.read_bytes() == before
