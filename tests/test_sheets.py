@@ -519,7 +519,9 @@ def test_xlsx_reuses_existing_output_columns_and_shared_strings(tmp_path: Path) 
     )
     path = tmp_path / "ads.xlsx"
     uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
-    raw_xlsx(path, sheet, shared=["Prompt", " STATUS", "Request_ID ", "cat", "pending", "dog", uuid])
+    raw_xlsx(
+        path, sheet, shared=["Prompt", " STATUS", "Request_ID ", "cat", "pending", "dog", uuid]
+    )
     table = load_sheet(path)
     assert table.sheet_name == "Data"
     assert table.headers == ["Prompt", " STATUS", "Request_ID "]
