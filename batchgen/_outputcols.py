@@ -21,6 +21,7 @@ STATUS_WORDS = frozenset(
 )
 # RunComfy's request ids are UUIDs; a person's own ids (REQ-12, 4711) are shorter or wordier
 _REQUEST_ID = re.compile(r"[0-9a-fA-F]{8}(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}|[\w-]{20,}")
+_TOKEN = re.compile(r"\S{1,200}")
 _URL = re.compile(r"https?://\S+", re.I)
 _LINE_NAME = re.compile(r"^(?:\[[^\]]*\]\s*|.*?:\s(?=\S))")  # "9:16: " or "[ratio=9:16] "
 
@@ -75,12 +76,18 @@ def _lines(cell: str) -> list[str]:
     return [_LINE_NAME.sub("", line).strip() for line in cell.splitlines() if line.strip()]
 
 
-def _all_ours(name: str, cells: list[str]) -> bool:
+def _all_ours(name: str, cells: list[str], *, beside_status: bool = False) -> bool:
+    """Every line of every cell is what batchgen writes in this column.
+
+    Beside a status column of batchgen's, any single token passes as a request id (an API
+    other than RunComfy's may shape them otherwise); without one, only RunComfy's shape.
+    """
+    request_id = _TOKEN if beside_status else _REQUEST_ID
     for cell in cells:
         for line in _lines(cell):
             if name == "status" and line.lower() not in STATUS_WORDS:
                 return False
-            if name == "request_id" and not _REQUEST_ID.fullmatch(line):
+            if name == "request_id" and not request_id.fullmatch(line):
                 return False
             if name == "video_url" and not _URL.fullmatch(line):
                 return False
@@ -91,12 +98,9 @@ def _column_ours(name: str, values: dict[str, list[str]], status_ours: bool) -> 
     cells = values[name]
     if not any(cells):
         return True  # nothing typed: nothing to lose
+    statuses = values.get("status")
+    beside = status_ours and statuses is not None and any(statuses)
     if name == "error":
         # batchgen writes an error only beside a status of its own
-        statuses = values.get("status")
-        return (
-            status_ours
-            and statuses is not None
-            and all(s for s, e in zip(statuses, cells, strict=True) if e)
-        )
-    return _all_ours(name, cells)
+        return beside and all(s for s, e in zip(statuses or [], cells, strict=True) if e)
+    return _all_ours(name, cells, beside_status=beside)
