@@ -70,6 +70,13 @@ class Submitting(Following):
         try:
             if not await self._claim(key):
                 return
+            if self.cancelled_by is not None:
+                # the cancel came while the claim was being written: this submit never
+                # leaves; the job goes back to the line, which the cancel marks `cancelled`
+                await self._set(key, durable=True, state="pending", error=None)
+                self.spent -= record.estimated_cost or 0.0
+                self._pending.appendleft(key)
+                return
             try:
                 answer = await self._ask(
                     self.client.submit(
