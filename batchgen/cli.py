@@ -1,8 +1,10 @@
 """The `batchgen` command: parsing and printing only; the work is in runner and batch.
 
-The user's commands are here; `simulate`, `demo` and `bench` are in `cli_tools`. `runner`
-(and with it the worker pool and the HTTP client) is imported only by the commands that
-call the API, so `--help`, `status`, `check` and `report` start without them.
+`run` and `check` are here, with the entry point that maps errors to exit codes; `status`,
+`cancel` and `report` are in `cli_ledger`, `simulate`, `demo` and `bench` in `cli_tools`,
+and the options every sheet command shares in `cli_options`. `runner` (and with it the
+worker pool and the HTTP client) is imported only by the commands that call the API, so
+`--help`, `status`, `check` and `report` start without them.
 """
 
 from __future__ import annotations
@@ -12,106 +14,19 @@ import logging
 import signal
 import sys
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from batchgen import batch, cli_models, cli_tools, console, report
-from batchgen.config import RunConfig, build_config
+from batchgen import batch, cli_ledger, cli_models, cli_tools, console, report
+from batchgen.cli_options import VERBOSE, config_for, setup_output, sheet_options
+from batchgen.config import RunConfig
 from batchgen.errors import EXIT_CANNOT_START, EXIT_SIGINT, EXIT_SIGTERM, BatchgenError
-from batchgen.models import DEFAULT_MODEL_ID
 from batchgen.paths import shown
 
 if TYPE_CHECKING:
     from batchgen.runner import RunResult
-
-_VERBOSE = {"on": False}
-
-DB_HELP = (
-    "Ledger: a file path or an SQLAlchemy URL. Default: $BATCHGEN_DB, else a SQLite file "
-    "beside the sheet named SHEET.batchgen.db."
-)
-
-
-def _common(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every sheet command takes."""
-    options = [
-        click.argument("target", metavar="SHEET_OR_JOBFILE"),
-        click.option("--db", default=None, help=DB_HELP),
-        click.option(
-            "--sheet",
-            "sheet_name",
-            default=None,
-            help="Worksheet of an .xlsx (default: the first).",
-        ),
-        click.option(
-            "--model",
-            default=None,
-            help=f"Model id or alias, or several as a|b|c (default: {DEFAULT_MODEL_ID}).",
-        ),
-        click.option(
-            "--models-dir",
-            type=click.Path(path_type=Path),
-            default=None,
-            help=cli_models.MODELS_DIR_HELP,
-        ),
-        click.option(
-            "--base-url",
-            default=None,
-            help="API base URL (default: $RUNCOMFY_BASE_URL, else RunComfy's).",
-        ),
-        click.option(
-            "--verbose", "-v", is_flag=True, help="More detail, and tracebacks on errors."
-        ),
-        click.option(
-            "--quiet", "-q", is_flag=True, help="Only warnings, errors and the final summary."
-        ),
-        click.option(
-            "--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."
-        ),
-        click.option(
-            "--log-file",
-            default=None,
-            help="Also append everything the command reports, with date and time, to this file.",
-        ),
-        click.option(
-            "--header-row",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Row N is the header (default: the first row naming the required columns).",
-        ),
-        click.option(
-            "--ignore-column",
-            "ignore",
-            multiple=True,
-            metavar="NAME",
-            help="A header of the team's own, never read as an input (repeatable).",
-        ),
-        click.option(
-            "--encoding",
-            default=None,
-            metavar="NAME",
-            help="A CSV's text encoding, e.g. cp1251 (default: detected).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def setup_output(verbose: bool, quiet: bool, log_file: str | None) -> None:
-    """Logging to stderr (and --log-file) at the level the flags ask for."""
-    _VERBOSE["on"] = verbose
-    console.setup_logging(verbose=verbose, quiet=quiet, log_file=log_file, stream=sys.stderr)
-
-
-def _config(target: str, **flags: Any) -> RunConfig:
-    config = build_config(target, **flags)
-    if config.log_file is not None:  # `log_file` of a job file (a --log-file is open already)
-        console.add_log_file(config.log_file)
-    return config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,7 +36,7 @@ def cli() -> None:
 
 
 @cli.command(short_help="Run every job of a sheet or job file and write the results back.")
-@_common
+@sheet_options
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
@@ -197,7 +112,7 @@ def run(
     run, 130/143 interrupted.
     """
     setup_output(verbose, quiet, log_file)
-    config = _config(target, log_file=log_file, **flags)
+    config = config_for(target, log_file=log_file, **flags)
     sys.exit(run_and_report(config, quiet=quiet, as_json=as_json).exit_code)
 
 
@@ -242,7 +157,7 @@ def run_and_report(
 
 
 @cli.command(short_help="Validate a sheet and estimate its cost; submits nothing.")
-@_common
+@sheet_options
 @click.option(
     "--images", is_flag=True, help="Also fetch each distinct image and check its size and shape."
 )
@@ -257,7 +172,7 @@ def check(
 ) -> None:
     """Validate SHEET_OR_JOBFILE and estimate its cost; submits nothing. Exit 0 if all valid."""
     setup_output(verbose, quiet, log_file)
-    config = _config(target, **flags)
+    config = config_for(target, **flags)
     checked = batch.check_batch(config, images=images)
     plan = checked.batch.plan
     problems = [p for row in sorted(plan.invalid) for p in plan.invalid[row]]
@@ -321,143 +236,7 @@ def check(
     sys.exit(1 if failed else 0)
 
 
-@cli.command(short_help="Show jobs by state, the spend so far and the run in progress.")
-@_common
-def status(
-    target: str, verbose: bool, quiet: bool, as_json: bool, log_file: str | None, **flags: Any
-) -> None:
-    """Jobs by state, spend so far, and the run holding the sheet (if any)."""
-    setup_output(verbose, quiet, log_file)
-    config = _config(target, **flags)
-    info = batch.batch_status(config)
-    outcome = info.outcome
-    holder = info.holder
-    if as_json:
-        data = outcome.as_dict()
-        data["running"] = (
-            {
-                "pid": holder.pid,
-                "host": holder.host,
-                "started_at": holder.started_at,
-                "progress": holder.progress,
-            }
-            if holder
-            else None
-        )
-        click.echo(json.dumps(data, indent=2))
-        return
-    for line in console.final_lines(outcome, written=None):
-        click.echo(line)
-    if holder:
-        import time as _time
-
-        started = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(holder.started_at))
-        eta = batch.eta_seconds(outcome, holder)
-        click.echo(
-            f"running: process {holder.pid} on {holder.host}, started {started}"
-            + (f", about {eta / 60:.0f} min left" if eta is not None else "")
-        )
-    else:
-        click.echo("no run in progress")
-
-
-@cli.command(short_help="Stop a sheet's spending: no more submits, queued jobs cancelled.")
-@_common
-def cancel(
-    target: str, verbose: bool, quiet: bool, as_json: bool, log_file: str | None, **flags: Any
-) -> None:
-    """Stop the spending of SHEET_OR_JOBFILE.
-
-    A run in progress (on any host sharing the ledger) learns of it through the ledger within
-    seconds and submits nothing more; its rows never submitted end `cancelled`. Every job
-    still queued at RunComfy is cancelled; running ones cannot be and are listed. A later run
-    submits cancelled jobs only with --retry-cancelled. Exit codes: 0 done, 1 partly done (a
-    cancel call failed, or the run in progress did not confirm in time), 2 nothing done.
-    """
-    setup_output(verbose, quiet, log_file)
-    config = _config(target, log_file=log_file, **flags)
-    from batchgen.cancel import cancel_batch
-
-    result = cancel_batch(config)
-    run = result.run
-    if as_json:
-        info = {"pid": run.pid, "host": run.host, "confirmed": result.confirmed} if run else None
-        click.echo(
-            json.dumps(
-                {
-                    "run_in_progress": info,
-                    "cancelled_rows": result.cancelled,
-                    "not_cancellable_rows": result.not_cancellable,
-                    "never_submitted_rows": result.never_submitted,
-                    "errors": result.errors,
-                    "exit_code": result.exit_code,
-                },
-                indent=2,
-            )
-        )
-    lines = []
-    if run is not None:
-        who = f"the run in progress (process {run.pid} on {run.host})"
-        lines.append(
-            f"{who} submits nothing more"
-            if result.confirmed
-            else f"{who} has not confirmed yet; it submits nothing more once it reads the ledger"
-        )
-    lines.append(f"cancelled {len(result.cancelled)} queued job(s)")
-    if result.never_submitted:
-        rows = ", ".join(str(r) for r in result.never_submitted)
-        lines.append(f"{len(result.never_submitted)} row(s) never submitted end cancelled: {rows}")
-    if result.not_cancellable:
-        rows = ", ".join(str(r) for r in result.not_cancellable)
-        lines.append(
-            f"{len(result.not_cancellable)} job(s) already running cannot be cancelled "
-            f"(the API cannot stop them; they finish and are paid for): rows {rows}"
-        )
-    lines += [f"error: {error}" for error in result.errors]
-    for line in lines:
-        click.echo(line, err=as_json or line.startswith("error:"))
-        console.to_log_file(line)
-    sys.exit(result.exit_code)
-
-
-@cli.command(name="report", short_help="Write one HTML page of every job and its video.")
-@_common
-@click.option(
-    "--output",
-    "-o",
-    "report_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Where to write the page (default: SHEET.report.html beside the sheet).",
-)
-@click.option(
-    "--compare/--no-compare",
-    default=True,
-    show_default=True,
-    help="When the sheet names several models, a table of rows against models.",
-)
-def report_command(
-    target: str,
-    verbose: bool,
-    quiet: bool,
-    as_json: bool,
-    log_file: str | None,
-    report_path: Path | None,
-    compare: bool,
-    **flags: Any,
-) -> None:
-    """Write one HTML page of every job: its video, prompt, parameters and status."""
-    setup_output(verbose, quiet, log_file)
-    config = _config(target, **flags)
-    out = report_path or config.sheet.with_name(config.sheet.name + ".report.html")
-    written = batch.report_batch(config, out, compare=compare)
-    if as_json:
-        click.echo(json.dumps({"written_to": str(written)}, indent=2))
-    else:
-        click.echo(shown(written))
-
-
-for _command in (*cli_tools.COMMANDS, *cli_models.COMMANDS):
+for _command in (*cli_ledger.COMMANDS, *cli_tools.COMMANDS, *cli_models.COMMANDS):
     cli.add_command(_command)
 
 
@@ -497,7 +276,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    if _VERBOSE["on"] and code != EXIT_SIGINT:
+    if VERBOSE["on"] and code != EXIT_SIGINT:
         traceback.print_exc()
     click.echo(message, err=True)
     console.to_log_file(message, level=logging.ERROR)

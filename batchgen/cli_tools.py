@@ -213,7 +213,8 @@ def demo(directory: Path, verbose: bool) -> None:
     """Run a sample sheet against the built-in simulator; needs no token."""
     from batchgen import simulator
     from batchgen.batch import report_batch
-    from batchgen.cli import run_and_report, setup_output
+    from batchgen.cli import run_and_report
+    from batchgen.cli_options import setup_output
     from batchgen.config import build_config
 
     setup_output(verbose, False, None)
