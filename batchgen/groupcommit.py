@@ -104,9 +104,9 @@ class LedgerWriter:
         def write() -> list[bool]:
             return self._ledger.write_jobs(batch, claims, now=now)
 
-        if self._ledger.is_local:
-            # a SQLite commit takes about a millisecond; in a thread it would wait for the
-            # GIL behind the event loop, holding every write-ahead submit up
-            return write()
+        # in a worker thread, SQLite too: a commit may wait (up to the busy timeout) for
+        # another process holding the ledger's write lock, and meanwhile the event loop must
+        # go on polling, reporting and handling signals; one thread at a time keeps the
+        # commits in order, and the shield lets a commit under way finish even when stopping
         with anyio.CancelScope(shield=True):
             return await anyio.to_thread.run_sync(write, limiter=self._limiter)

@@ -182,7 +182,7 @@ class Ledger:
 
     @property
     def is_local(self) -> bool:
-        """True for a SQLite file: writes are quick enough to make on the event loop."""
+        """True for a SQLite file on this machine."""
         return self._db.name == "sqlite"
 
     def close(self) -> None:
