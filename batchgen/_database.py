@@ -161,7 +161,10 @@ class ServerDatabase:
                 "(postgresql+psycopg://) or psycopg2 (postgresql+psycopg2://)"
             )
         self.name = "postgresql"
-        self.errors = (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error)
+        self.errors: tuple[type[BaseException], ...] = (
+            sa.exc.SQLAlchemyError,
+            self.engine.dialect.loaded_dbapi.Error,
+        )
         self._converted: dict[str, str] = {}
 
     def sql(self, statement: str) -> str:

@@ -109,4 +109,5 @@ class LedgerWriter:
         # go on polling, reporting and handling signals; one thread at a time keeps the
         # commits in order, and the shield lets a commit under way finish even when stopping
         with anyio.CancelScope(shield=True):
-            return await anyio.to_thread.run_sync(write, limiter=self._limiter)
+            won = await anyio.to_thread.run_sync(write, limiter=self._limiter)
+        return won

@@ -197,10 +197,11 @@ class Ledger:
         the transaction is rolled back and its connection dropped: nothing half-written
         stays, and no open transaction keeps the write lock from other connections.
         """
+        failures: tuple[type[BaseException], ...] = (*self._db.errors, ValueError, OverflowError)
         try:
             with self._db.transaction() as cursor:
                 yield cursor
-        except (*self._db.errors, ValueError, OverflowError) as exc:
+        except failures as exc:
             raise LedgerError(f"cannot {doing} the ledger: {_cause(exc)}") from exc
 
     def _read(self) -> contextlib.AbstractContextManager[Any]:
@@ -447,7 +448,7 @@ class Ledger:
         values = {"now": time.time(), "progress": json.dumps(progress)}
         with self._write() as cursor:
             cursor.execute(self._sql(update), {**values, "scope": scope, "run": run_id})
-            return cursor.rowcount == 1
+            return bool(cursor.rowcount == 1)
 
     def release_lock(self, scope: str, *, run_id: str) -> None:
         """Give up `scope`'s lock if this run still holds it."""
