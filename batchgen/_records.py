@@ -35,6 +35,7 @@ class JobRecord:
     finished_at: float | None = None
     updated_at: float = 0.0
     download_path: str | None = None
+    claimed_by: str | None = None  # the run (its lock's run_id) that last claimed the job
 
     def update(self, values: dict[str, Any]) -> None:
         """Set several fields at once (in memory only)."""
@@ -49,8 +50,9 @@ _RECORD_FIELDS = [f.name for f in fields(JobRecord)]
 class Claim:
     """Write-ahead mark of a job about to be submitted, won only if its state is `expect`.
 
-    A won claim sets state `submitting`, adds one to submit_attempts, clears the error and
-    stamps submitted_at with the commit's time.
+    A won claim sets state `submitting`, adds one to submit_attempts, clears the error,
+    stamps submitted_at with the commit's time and claimed_by with the ledger's run_id: a
+    claim belongs to its run, and only a run that is gone loses it (see batchgen.resume).
     """
 
     key: str
@@ -76,8 +78,8 @@ _COLUMNS = [_quoted(name) for name in _RECORD_FIELDS]
 # a won claim (see Claim): only where the job's state is still the one expected
 _CLAIM = (
     "UPDATE jobs SET state = 'submitting', submit_attempts = submit_attempts + 1, "
-    'submitted_at = :_now, error = NULL, updated_at = :_now WHERE "key" = :_key '
-    "AND state = :_expect"
+    "submitted_at = :_now, error = NULL, updated_at = :_now, claimed_by = :_run "
+    'WHERE "key" = :_key AND state = :_expect'
 )
 
 
@@ -224,7 +226,13 @@ class JobStore(Store):
             won = []
             claim = self._sql(_CLAIM)
             for item in claims:
-                cursor.execute(claim, {"_key": item.key, "_expect": item.expect, "_now": now})
+                values = {
+                    "_key": item.key,
+                    "_expect": item.expect,
+                    "_now": now,
+                    "_run": self.run_id,
+                }
+                cursor.execute(claim, values)
                 # a job claimed twice in one batch is won once: the second finds it submitting
                 won.append(cursor.rowcount == 1)
             return won

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,7 @@ class RunLocks(Store):
             with self._write() as cursor:
                 cursor.execute(insert, row)
                 if cursor.rowcount == 1:
+                    self.run_id = run_id
                     return
             # someone else got in between; look again
         raise SheetLockedError(f"{scope} is already being run by another process")
@@ -92,11 +94,22 @@ class RunLocks(Store):
         with self._read() as cursor:
             cursor.execute(self._sql(query), {"scope": scope})
             row = cursor.fetchone()
-        if row is None:
-            return None
-        data = dict(zip(_LOCK_COLUMNS, row, strict=True))
-        data["progress"] = json.loads(data["progress"] or "{}")
-        return LockInfo(**data)
+        return None if row is None else _lock_info(row)
+
+    def live_runs(self, run_ids: Iterable[str]) -> dict[str, LockInfo]:
+        """Those of `run_ids` whose run still holds its lock and is alive, by run_id."""
+        wanted = sorted(set(run_ids))
+        if not wanted:
+            return {}
+        params = {f"r{i}": run_id for i, run_id in enumerate(wanted)}
+        query = (
+            f"SELECT {', '.join(_LOCK_COLUMNS)} FROM run_locks "
+            f"WHERE run_id IN ({', '.join(':' + name for name in params)})"
+        )
+        with self._read() as cursor:
+            cursor.execute(self._sql(query), params)
+            holders = [_lock_info(row) for row in cursor.fetchall()]
+        return {h.run_id: h for h in holders if self._is_live(h)}
 
     def live_lock_holder(self, scope: str) -> LockInfo | None:
         """The holder of `scope`'s lock if that process is still alive."""
@@ -121,6 +134,12 @@ class RunLocks(Store):
                 self._sql("DELETE FROM run_locks WHERE scope = :scope AND run_id = :run"),
                 {"scope": scope, "run": run_id},
             )
+
+
+def _lock_info(row: Sequence[Any]) -> LockInfo:
+    data = dict(zip(_LOCK_COLUMNS, row, strict=True))
+    data["progress"] = json.loads(data["progress"] or "{}")
+    return LockInfo(**data)
 
 
 def _local_time(epoch: float) -> str:

@@ -28,6 +28,7 @@ class Store:
         self.url = url
         self._db = open_database(url)
         self._statements: dict[tuple[str, ...], str] = {}
+        self.run_id: str | None = None  # the run whose lock this ledger took; claims carry it
         try:
             self._ensure_schema()
         except BaseException:

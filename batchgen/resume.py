@@ -10,6 +10,7 @@ even the completed jobs' keys are not read.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from array import array
@@ -24,6 +25,7 @@ from batchgen.config import RunConfig
 from batchgen.ledger import JobRecord, Ledger
 from batchgen.specs import JobSpec, SheetPlan
 
+log = logging.getLogger("batchgen")
 # ledger states with no request_id that a request_id shown in the sheet replaces
 ADOPTABLE = ("pending", "unknown")
 UNKNOWN_ERROR = (
@@ -168,11 +170,13 @@ def resume(
     to_submit: list[str] = []
     changes: list[tuple[str, dict[str, Any]]] = []
     records = match.records
+    others = _claimed_by_live_runs(records, ledger)
     for job in match.acting:
         record = records[job.key]
         record.payload = job.payload  # the sheet's input as it is now: the key's own bytes
         record.sheet_row = job.row
-        spent += _decide(record, config, to_submit, changes)
+        if job.key not in others:
+            spent += _decide(record, config, to_submit, changes)
         state = report.sheet_status(record.state)
         start.counts[state] += 1
         if record.request_id and record.estimated_cost:
@@ -184,9 +188,40 @@ def resume(
         start.counts["invalid"] += len(plan.invalid)
         problems.setdefault("invalid", []).extend(plan.invalid)
     start.problem_rows = {state: sorted(set(rows)) for state, rows in problems.items()}
-    acting_keys = {job.key for job in match.acting}
+    # another live run's claims are not this run's to act on: the sheet reads their records
+    # from the ledger when it is written (Resume.complete), as that run leaves them
+    acting_keys = {job.key for job in match.acting} - others
     mine = {key: record for key, record in records.items() if key in acting_keys}
     return Resume(mine, to_submit, spent, start, adopted)
+
+
+def _claimed_by_live_runs(records: dict[str, JobRecord], ledger: Ledger) -> set[str]:
+    """The keys of jobs whose claim (`submitting`, or `unknown` after it) belongs to another
+    run sharing the ledger that is still alive: that run is sending them, or has just
+    decided they are in doubt. They are neither turned `unknown` nor resubmitted here, even
+    with --resubmit-unknown; only a claim whose run is gone (no live lock) is."""
+    claimed = {
+        key: record.claimed_by
+        for key, record in records.items()
+        if record.state in ("submitting", "unknown")
+        and record.claimed_by
+        and record.claimed_by != ledger.run_id
+    }
+    if not claimed:
+        return set()
+    live = ledger.live_runs(claimed.values())
+    theirs = {key for key, run_id in claimed.items() if run_id in live}
+    for run_id, holder in live.items():
+        count = sum(1 for key in theirs if claimed[key] == run_id)
+        log.warning(
+            "%d job(s) are being submitted by another run sharing this ledger (process %d "
+            "on %s, for %s); left to it",
+            count,
+            holder.pid,
+            holder.host,
+            holder.scope,
+        )
+    return theirs
 
 
 def _decide(

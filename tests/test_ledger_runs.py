@@ -1,4 +1,5 @@
-"""Real runs against a ledger someone else uses: another process holding its write lock."""
+"""Real runs against a ledger someone else uses: another process holding its write lock, another
+run sharing it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from batchgen.simulator import Simulator, SimulatorServer
-from tests.helpers import ad_rows, fast_config, ledger_rows, start_cli, wait_until, write_csv
+import pytest
+
+from batchgen.simulator import Faults, Simulator, SimulatorServer
+from tests.helpers import (
+    ad_rows,
+    fast_config,
+    ledger_rows,
+    read_csv,
+    run_cli,
+    start_cli,
+    wait_until,
+    write_csv,
+)
 
 # Takes a SQLite ledger's write lock (BEGIN IMMEDIATE), says so, and holds it until told to go.
 HOLD_WRITE_LOCK = r"""
@@ -105,3 +117,30 @@ def test_a_held_ledger_write_lock_freezes_neither_polls_nor_progress_nor_signals
         assert run.wait(timeout=30) == 143, out.text()
     requests = [s.request_id for s in server.simulator.submissions()]
     assert len(requests) == len(set(requests))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_resubmit_unknown_leaves_the_claims_of_a_live_run_sharing_the_ledger(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db = str(tmp_path / "shared.db") if kind == "sqlite" else request.getfixturevalue("pg_url")
+    rows = ad_rows(6)
+    sheet_a, sheet_b = (write_csv(tmp_path / f"{name}.csv", rows) for name in ("a", "b"))
+    # every answer comes late: run A's submits reach the API, and their answers are awaited
+    config = fast_config(capacity=6, faults=Faults(slow=1.0, slow_seconds=12.0))
+    with SimulatorServer(Simulator(config)) as server:
+        run_a = start_cli(["run", sheet_a, "--concurrency", "6", "--db", db], server)
+        wait_until(lambda: len(server.simulator.submissions()) == 6)
+        # A's six claims are `submitting`, and A is alive: B must neither call them
+        # unknown nor submit them again
+        run_b = run_cli(["run", sheet_b, "--db", db, "--resubmit-unknown"], server)
+        assert run_b.returncode in (0, 1), run_b.stderr
+        assert "6 job(s) are being submitted by another run" in run_b.stderr
+        assert len(server.simulator.submissions()) == 6
+        server.simulator.config.faults.slow = 0.0
+        _, err = run_a.communicate(timeout=120)
+        assert run_a.returncode == 0, err
+        again = run_cli(["run", sheet_b, "--db", db, "--resubmit-unknown"], server)
+        assert again.returncode == 0, again.stderr
+        assert {r["status"] for r in read_csv(sheet_b)} == {"completed"}
+    assert len(server.simulator.submissions()) == 6
