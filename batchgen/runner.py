@@ -47,6 +47,7 @@ from batchgen.errors import (
 from batchgen.ledger import CancelRequests, JobRecord, Ledger
 from batchgen.pool import CancelHooks, EngineOptions, Events, Pool
 from batchgen.resume import Resume, resume
+from batchgen.sheetlock import SheetLock
 from batchgen.shown import Shown
 
 __all__ = [
@@ -138,6 +139,19 @@ def run_batch(
     sheets.check_writable(batch.table, output=config.output)
     target = Path(config.output or config.sheet)
     officelock.refuse_if_open(target, paths.shown(target))
+    # one run per sheet file on this machine, by whatever path or ledger (see sheetlock)
+    sheet_lock = SheetLock.acquire(config.sheet)
+    try:
+        return _run_locked(batch, sheet_lock, events=events, observer=observer, token=token)
+    finally:
+        sheet_lock.release()
+
+
+def _run_locked(
+    batch: Batch, sheet_lock: SheetLock, *, events: Events, observer: Any, token: str
+) -> RunResult:
+    """run_batch, with the sheet file locked."""
+    config = batch.config
     ledger = open_ledger(config)
     run_id = uuid.uuid4().hex
     ledger.acquire_lock(batch.scope, run_id=run_id)
@@ -156,7 +170,7 @@ def run_batch(
             )
         if observer is not None:
             observer.start(batch, start.start)
-        pool = _make_pool(batch, ledger, start, token, events, run_id)
+        pool = _make_pool(batch, ledger, start, token, events, run_id, sheet_lock)
         anyio.run(pool.run)
         unread: LedgerError | None = None
         try:
@@ -169,6 +183,7 @@ def run_batch(
         unwritten: SheetError | None = None
         try:
             written: Path | None = write_sheet(batch, records)
+            sheet_lock.follow()
         except SheetError as exc:
             if not any(record.request_id for record in records.values()):
                 raise  # nothing was paid for: nothing could start
@@ -230,7 +245,13 @@ def _unwritten_message(batch: Batch, error: SheetError) -> str:
 
 
 def _make_pool(
-    batch: Batch, ledger: Ledger, start: Resume, token: str, events: Events, run_id: str
+    batch: Batch,
+    ledger: Ledger,
+    start: Resume,
+    token: str,
+    events: Events,
+    run_id: str,
+    sheet_lock: SheetLock,
 ) -> Pool:
     config = batch.config
     options = EngineOptions(
@@ -251,6 +272,7 @@ def _make_pool(
             records = start.complete(ledger, batch.plan)
         if write:
             write_sheet(batch, records)
+            sheet_lock.follow()  # the written sheet is a new file: lock its identity too
         counts = report.outcome(batch.plan, records).counts
         return ledger.heartbeat(batch.scope, run_id=run_id, progress=dict(counts))
 

@@ -3,6 +3,8 @@ run sharing it."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from batchgen.errors import SheetLockedError
+from batchgen.sheetlock import SheetLock, lock_dir
 from batchgen.simulator import Faults, Simulator, SimulatorServer
 from tests.helpers import (
     ad_rows,
+    cli_env,
     fast_config,
     ledger_rows,
     read_csv,
@@ -144,3 +149,81 @@ def test_resubmit_unknown_leaves_the_claims_of_a_live_run_sharing_the_ledger(
         assert again.returncode == 0, again.stderr
         assert {r["status"] for r in read_csv(sheet_b)} == {"completed"}
     assert len(server.simulator.submissions()) == 6
+
+
+def _second_run(
+    spelling: str, sheet: Path, server: SimulatorServer
+) -> subprocess.CompletedProcess[str]:
+    """`batchgen run` of `sheet` spelled another way, while a first run holds it."""
+    folder = sheet.parent
+    if spelling == "relative path":
+        return subprocess.run(
+            [sys.executable, "-m", "batchgen", "run", f"./{sheet.name}"],
+            cwd=folder,
+            env=cli_env(server),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+    if spelling == "job file with its own db":
+        target = folder / "nightly.toml"
+        target.write_text(f'sheet = "{sheet.name}"\ndb = "team.batchgen.db"\n', encoding="utf-8")
+    else:
+        target = folder / f"{spelling.replace(' ', '-')}.csv"
+        if spelling == "symlink":
+            target.symlink_to(sheet)
+        else:
+            os.link(sheet, target)
+    return run_cli(["run", target], server)
+
+
+@pytest.mark.parametrize(
+    "spelling", ["symlink", "hard link", "relative path", "job file with its own db"]
+)
+def test_one_sheet_file_by_another_spelling_is_locked_out_with_exit_75(
+    spelling: str, tmp_path: Path
+) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(6))
+    # jobs that outlast any second run's start-up: the first run is stopped by the test
+    config = fast_config(capacity=6, min_duration=600.0, max_duration=600.0)
+    with SimulatorServer(Simulator(config)) as server:
+        first = start_cli(["run", sheet, "--concurrency", "6"], server)
+        wait_until(lambda: len(server.simulator.submissions()) == 6)
+        second = _second_run(spelling, sheet, server)
+        assert second.returncode == 75, second.stderr
+        assert "is already being run by process" in second.stderr
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=60)
+        assert first.returncode == 143, err
+    requests = [s.request_id for s in server.simulator.submissions()]
+    payloads = {json.dumps(s.payload, sort_keys=True) for s in server.simulator.submissions()}
+    assert len(requests) == len(payloads) == 6  # each job paid for once
+
+
+def test_the_sheet_lock_follows_the_file_write_back_puts_in_its_place(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(2))
+    held = SheetLock.acquire(sheet)
+    try:
+        # write-back: a new file (a new inode) replaces the sheet, then the run follows it
+        write_csv(tmp_path / ".ads.csv.tmp", ad_rows(3))
+        os.replace(tmp_path / ".ads.csv.tmp", sheet)
+        held.follow()
+        os.link(sheet, tmp_path / "linked-after.csv")
+        for other in (sheet, tmp_path / "linked-after.csv"):
+            with pytest.raises(SheetLockedError, match="already being run by process"):
+                SheetLock.acquire(other)
+    finally:
+        held.release()
+    SheetLock.acquire(tmp_path / "linked-after.csv").release()  # released with the run
+    folder = lock_dir()
+    assert folder is not None
+    assert not [p for p in folder.iterdir() if str(tmp_path) in _text(p)]  # removed
+
+
+def _text(path: Path) -> str:
+    """A file's text, or "" if another run removed it meanwhile."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
