@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from batchgen.errors import LedgerError
+from batchgen.errors import LedgerError, LedgerLostError
 from batchgen.schema import SCHEMA_REVISION, VERSION_TABLE
 
 log = logging.getLogger("batchgen")
@@ -54,6 +54,10 @@ class SQLiteDatabase:
         self._idle: list[sqlite3.Connection] = []
         self._idle_lock = threading.Lock()
         self._closed = False
+        # the file opened (st_dev, st_ino): a ledger deleted or replaced during a run must
+        # not go on taking writes nobody will ever read (see _check_identity)
+        self._identity: tuple[int, int] | None = None
+        self.lost = False
 
     @staticmethod
     def sql(statement: str) -> str:
@@ -79,6 +83,8 @@ class SQLiteDatabase:
     def transaction(self) -> Iterator[Any]:
         """A cursor in a transaction: committed at the end; on any error rolled back, and its
         connection closed, so no open transaction keeps the write lock from others."""
+        if self._identity is not None:
+            self._check_identity()
         with self._idle_lock:
             connection = self._idle.pop() if self._idle else None
         if connection is None:
@@ -98,9 +104,30 @@ class SQLiteDatabase:
     def ensure_schema(self) -> None:
         """Build a new ledger, or migrate an older one, up to SCHEMA_REVISION."""
         with self.transaction() as cursor:
-            if _sqlite_revision(cursor) == SCHEMA_REVISION:
-                return  # the common case: a read, no lock, no SQLAlchemy
-        self._migrate()
+            current = _sqlite_revision(cursor) == SCHEMA_REVISION  # the common case: a read
+        if not current:
+            self._migrate()
+        self._identity = _file_identity(self.path)
+
+    def _check_identity(self) -> None:
+        """Raise LedgerLostError if the ledger's path no longer names the file opened.
+
+        A ledger deleted (or replaced) during a run lives on as a ghost for the connections
+        already open: every write would land where no rerun can read it, and a new connection
+        would create an empty ledger in its place. Checked before each transaction (a stat).
+        """
+        if _file_identity(self.path) == self._identity and not self.lost:
+            return
+        self.lost = True
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+        raise LedgerLostError(
+            f"the ledger {self.display_url} was deleted or replaced during the run: batchgen "
+            "stopped writing to it. The sheet shows the request_id of every job this run "
+            "submitted: rerun, and they are followed by that id, never paid for again"
+        )
 
     def _migrate(self) -> None:
         """Alembic's migrations, through SQLAlchemy (imported only now), under the write lock.
@@ -161,6 +188,7 @@ class ServerDatabase:
                 "(postgresql+psycopg://) or psycopg2 (postgresql+psycopg2://)"
             )
         self.name = "postgresql"
+        self.lost = False  # a server's database is not a file that can be deleted under us
         self.errors: tuple[type[BaseException], ...] = (
             sa.exc.SQLAlchemyError,
             self.engine.dialect.loaded_dbapi.Error,
@@ -290,6 +318,15 @@ def _sqlite_path(url: str) -> str:
     if query:
         raise LedgerError(f"cannot open the ledger {url}: a SQLite URL takes no ?options")
     return os.path.abspath(unquote(path))
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """The (st_dev, st_ino) of the file at `path`, or None if there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _sqlite_revision(cursor: Any) -> str | None:

@@ -61,6 +61,11 @@ class Store:
         """True for a SQLite file on this machine."""
         return self._db.name == "sqlite"
 
+    @property
+    def lost(self) -> bool:
+        """True once the ledger's file was found deleted or replaced during the run."""
+        return self._db.lost
+
     def close(self) -> None:
         """Release the database connections."""
         self._db.close()

@@ -6,6 +6,7 @@ BatchgenError
 ├── SheetError             unreadable, empty or malformed sheet
 │   └── SheetInUseError    open in LibreOffice or Excel (exit 75)
 ├── LedgerError            ledger cannot be opened or migrated
+│   ├── LedgerLostError    the ledger file was deleted or replaced during a run (exit 1)
 │   └── SheetLockedError   another run holds this sheet (exit 75)
 └── ApiError               something the Model API said or did
     ├── ApiTransientError  worth retrying: 5xx, 429, timeouts, dropped connections
@@ -56,6 +57,12 @@ class SheetInUseError(SheetError):
 
 class LedgerError(BatchgenError):
     """The ledger cannot be opened, migrated or written."""
+
+
+class LedgerLostError(LedgerError):
+    """The SQLite ledger's file was deleted or replaced while a run was writing to it."""
+
+    exit_code = EXIT_JOBS_FAILED  # jobs may have been paid for; the sheet shows them
 
 
 class SheetLockedError(LedgerError):

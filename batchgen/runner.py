@@ -193,7 +193,8 @@ def _run_locked(
             with contextlib.suppress(LedgerError):  # never hide why the run ended
                 CancelRequests(ledger).forget(run_id)
         finally:
-            ledger.release_lock(batch.scope, run_id=run_id)
+            if not ledger.lost:  # a deleted ledger has no lock left to release
+                ledger.release_lock(batch.scope, run_id=run_id)
             ledger.close()
     outcome = report.outcome(batch.plan, records)
     if pool.fatal is not None:

@@ -227,3 +227,31 @@ def _text(path: Path) -> str:
         return path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def test_a_ledger_deleted_during_a_run_is_noticed_and_the_rerun_pays_for_nothing_again(
+    tmp_path: Path,
+) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(8))
+    db = tmp_path / "ads.csv.batchgen.db"
+    config = fast_config(capacity=4, min_duration=1.0, max_duration=2.0)
+    with SimulatorServer(Simulator(config)) as server:
+        run = start_cli(["run", sheet, "--concurrency", "4"], server)
+        wait_until(lambda: sum(bool(r["request_id"]) for r in ledger_rows(db)) >= 2)
+        for path in tmp_path.glob("ads.csv.batchgen.db*"):  # with its -wal and -shm
+            path.unlink()
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 1, err
+        assert f"the ledger {db} was deleted or replaced during the run" in err
+        paid = len(server.simulator.submissions())
+        shown = {r["request_id"] for r in read_csv(sheet) if r["request_id"]}
+        assert shown and shown <= {s.request_id for s in server.simulator.submissions()}
+
+        again = run_cli(["run", sheet], server)
+        assert again.returncode == 0, again.stderr
+        assert "rebuilt the ledger from the sheet" in again.stderr
+        assert {r["status"] for r in read_csv(sheet)} == {"completed"}
+    # every job the first run paid for was followed by its id, not paid for again
+    payloads = [json.dumps(s.payload, sort_keys=True) for s in server.simulator.submissions()]
+    assert len(payloads) == len(set(payloads)) == 8
+    assert paid <= 8

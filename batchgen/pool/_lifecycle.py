@@ -10,6 +10,7 @@ import anyio
 from batchgen.errors import (
     ApiPermanentError,
     ApiTransientError,
+    LedgerLostError,
 )
 from batchgen.groupcommit import LedgerWriter
 from batchgen.pool._base import UNKNOWN_HINT, log
@@ -194,6 +195,8 @@ class Pool(Cancelling):
                 held = await anyio.to_thread.run_sync(self._checkpoint, write)
                 if held is False:
                     self._on_lock_lost()
+            except LedgerLostError as exc:  # the ledger's file is gone: stop writing to it
+                self._on_ledger_failure(exc)
             except Exception as exc:  # a failed checkpoint must not end the run
                 log.warning("could not write the sheet during the run: %s", exc)
             last_beat = time.monotonic()
