@@ -131,8 +131,9 @@ def test_resubmit_unknown_leaves_the_claims_of_a_live_run_sharing_the_ledger(
     db = str(tmp_path / "shared.db") if kind == "sqlite" else request.getfixturevalue("pg_url")
     rows = ad_rows(6)
     sheet_a, sheet_b = (write_csv(tmp_path / f"{name}.csv", rows) for name in ("a", "b"))
-    # every answer comes late: run A's submits reach the API, and their answers are awaited
-    config = fast_config(capacity=6, faults=Faults(slow=1.0, slow_seconds=12.0))
+    # every answer comes late (within the client's 30 s): run A's submits reach the API, and
+    # their answers are awaited long enough for run B to start, however slow the machine
+    config = fast_config(capacity=6, faults=Faults(slow=1.0, slow_seconds=25.0))
     with SimulatorServer(Simulator(config)) as server:
         run_a = start_cli(["run", sheet_a, "--concurrency", "6", "--db", db], server)
         wait_until(lambda: len(server.simulator.submissions()) == 6)
