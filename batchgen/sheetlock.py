@@ -68,6 +68,7 @@ class SheetLock:
         self.real = os.path.realpath(sheet)
         self._folder = folder
         self._held: dict[str, int] = {}  # lock file path -> open descriptor holding its flock
+        self._links: dict[str, int] = {}  # identity lock file -> the file's link count then
         self._mutex = threading.Lock()  # the checkpoint thread follows write-backs too
 
     @classmethod
@@ -81,48 +82,60 @@ class SheetLock:
             return lock
         try:
             lock._take(lock._path_name())
-            identity = lock._identity_name()
+            identity, links = lock._identity()
             if identity is not None:
                 lock._take(identity)
+                lock._links[identity] = links
         except BaseException:
             lock.release()
             raise
         return lock
 
     def follow(self) -> None:
-        """Also lock the sheet's current file identity: write-back replaced the file."""
+        """Lock the sheet's current file identity too: write-back replaced the file.
+
+        The replaced file's identity stays locked while another name (a hard link) may still
+        reach it; a file the sheet's path alone named is gone, and its inode number may soon
+        belong to an unrelated file, so its lock is let go.
+        """
         if self._folder is None:
             return
         with self._mutex:
-            identity = self._identity_name()
+            identity, links = self._identity()
             if identity is None or identity in self._held:
                 return
             try:
                 self._take(identity)
             except SheetLockedError as exc:  # only a run started in the instant since
                 log.warning("%s", exc)
+                return
+            for old, count in list(self._links.items()):
+                if count <= 1:
+                    del self._links[old]
+                    _let_go(old, self._held.pop(old))
+            self._links[identity] = links
 
     def release(self) -> None:
         """Remove and unlock every lock file (removed while still locked, see _take)."""
         with self._mutex:
             held, self._held = self._held, {}
+        self._links = {}
         for name, fd in held.items():
-            with contextlib.suppress(OSError):
-                os.unlink(name)
-            os.close(fd)
+            _let_go(name, fd)
 
     def _path_name(self) -> str:
         assert self._folder is not None
         digest = hashlib.sha256(self.real.encode("utf-8", "surrogateescape")).hexdigest()
         return str(self._folder / f"sheet-{digest[:40]}.lock")
 
-    def _identity_name(self) -> str | None:
+    def _identity(self) -> tuple[str | None, int]:
+        """The lock file named from the sheet's (st_dev, st_ino), and its link count."""
         assert self._folder is not None
         try:
             info = os.stat(self.real)
         except OSError:
-            return None  # the sheet is gone; its path is still locked
-        return str(self._folder / f"file-{info.st_dev}-{info.st_ino}.lock")
+            return None, 0  # the sheet is gone; its path is still locked
+        return str(self._folder / f"file-{info.st_dev}-{info.st_ino}.lock"), info.st_nlink
 
     def _take(self, name: str) -> None:
         """flock `name` without waiting, or raise SheetLockedError naming the holder.
@@ -166,6 +179,13 @@ class SheetLock:
         )
         same = f", as {shown(sheet)}" if sheet and sheet != self.real else ""
         return f"{shown(self.sheet)} is already being run by {who} on this machine{when}{same}"
+
+
+def _let_go(name: str, fd: int) -> None:
+    """Remove a lock file we hold, then unlock it (see SheetLock._take)."""
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    os.close(fd)
 
 
 def _write_holder(fd: int, sheet: str) -> None:

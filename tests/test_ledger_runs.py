@@ -204,16 +204,18 @@ def test_one_sheet_file_by_another_spelling_is_locked_out_with_exit_75(
 
 def test_the_sheet_lock_follows_the_file_write_back_puts_in_its_place(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "ads.csv", ad_rows(2))
+    os.link(sheet, tmp_path / "linked-before.csv")
     held = SheetLock.acquire(sheet)
     try:
-        # write-back: a new file (a new inode) replaces the sheet, then the run follows it
+        # write-back: a new file (a new inode) replaces the sheet, then the run follows it;
+        # the old file, still reachable by its hard link, stays locked too
         write_csv(tmp_path / ".ads.csv.tmp", ad_rows(3))
         os.replace(tmp_path / ".ads.csv.tmp", sheet)
         held.follow()
         os.link(sheet, tmp_path / "linked-after.csv")
-        for other in (sheet, tmp_path / "linked-after.csv"):
+        for name in ("ads.csv", "linked-after.csv", "linked-before.csv"):
             with pytest.raises(SheetLockedError, match="already being run by process"):
-                SheetLock.acquire(other)
+                SheetLock.acquire(tmp_path / name)
     finally:
         held.release()
     SheetLock.acquire(tmp_path / "linked-after.csv").release()  # released with the run
