@@ -237,10 +237,12 @@ def test_a_ledger_deleted_during_a_run_is_noticed_and_the_rerun_pays_for_nothing
 ) -> None:
     sheet = write_csv(tmp_path / "ads.csv", ad_rows(8))
     db = tmp_path / "ads.csv.batchgen.db"
-    config = fast_config(capacity=4, min_duration=1.0, max_duration=2.0)
+    config = fast_config(capacity=8, min_duration=2.0, max_duration=3.0)
     with SimulatorServer(Simulator(config)) as server:
-        run = start_cli(["run", sheet, "--concurrency", "4"], server)
-        wait_until(lambda: sum(bool(r["request_id"]) for r in ledger_rows(db)) >= 2)
+        run = start_cli(["run", sheet, "--concurrency", "8"], server)
+        # every job submitted and its request_id committed: none is cut off mid-submit when
+        # the run stops (it would be `unknown`, and wait for --resubmit-unknown)
+        wait_until(lambda: sum(bool(r["request_id"]) for r in ledger_rows(db)) == 8)
         for path in tmp_path.glob("ads.csv.batchgen.db*"):  # with its -wal and -shm
             path.unlink()
         _, err = run.communicate(timeout=120)
