@@ -129,27 +129,30 @@ def test_resubmit_unknown_leaves_the_claims_of_a_live_run_sharing_the_ledger(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     db = str(tmp_path / "shared.db") if kind == "sqlite" else request.getfixturevalue("pg_url")
-    rows = ad_rows(6)
+    rows = ad_rows(4)  # as many as a run sends at once
     sheet_a, sheet_b = (write_csv(tmp_path / f"{name}.csv", rows) for name in ("a", "b"))
-    # every answer comes late (within the client's 30 s): run A's submits reach the API, and
-    # their answers are awaited long enough for run B to start, however slow the machine
-    config = fast_config(capacity=6, faults=Faults(slow=1.0, slow_seconds=25.0))
+    # every answer comes late: run A's submits reach the API, and their answers are awaited
+    config = fast_config(capacity=4, faults=Faults(slow=1.0, slow_seconds=15.0))
     with SimulatorServer(Simulator(config)) as server:
-        run_a = start_cli(["run", sheet_a, "--concurrency", "6", "--db", db], server)
-        wait_until(lambda: len(server.simulator.submissions()) == 6)
-        # A's six claims are `submitting`, and A is alive: B must neither call them
-        # unknown nor submit them again
-        run_b = run_cli(["run", sheet_b, "--db", db, "--resubmit-unknown"], server)
+        run_a = start_cli(["run", sheet_a, "--concurrency", "4", "--db", db], server)
+        wait_until(lambda: len(server.simulator.submissions()) == 4)
+        # A, alive but paused before any answer: its four claims stay `submitting` for as
+        # long as run B takes to start, however slow the machine
+        run_a.send_signal(signal.SIGSTOP)
+        try:
+            run_b = run_cli(["run", sheet_b, "--db", db, "--resubmit-unknown"], server)
+        finally:
+            run_a.send_signal(signal.SIGCONT)
         assert run_b.returncode in (0, 1), run_b.stderr
-        assert "6 job(s) are being submitted by another run" in run_b.stderr
-        assert len(server.simulator.submissions()) == 6
+        assert "4 job(s) are being submitted by another run" in run_b.stderr
+        assert len(server.simulator.submissions()) == 4
         server.simulator.config.faults.slow = 0.0
         _, err = run_a.communicate(timeout=120)
         assert run_a.returncode == 0, err
         again = run_cli(["run", sheet_b, "--db", db, "--resubmit-unknown"], server)
         assert again.returncode == 0, again.stderr
         assert {r["status"] for r in read_csv(sheet_b)} == {"completed"}
-    assert len(server.simulator.submissions()) == 6
+    assert len(server.simulator.submissions()) == 4
 
 
 def _second_run(
