@@ -1,0 +1,49 @@
+"""Load a prompt sheet (.xlsx or .csv) and write job results back into it.
+
+This is the only package that touches pandas or spreadsheet formats. Reading goes through
+pandas (calamine for .xlsx) or the csv module; writing patches the original bytes captured
+at load time, so every write is a pure function of (loaded file, cells, results): repeated
+calls are idempotent, and edits made to the file on disk during a run are overwritten.
+"""
+
+from batchgen.sheets._read import load_sheet
+from batchgen.sheets._table import (
+    HEADER_SCAN_ROWS,
+    MAX_CELL_CHARS,
+    OUTPUT_COLUMNS,
+    RESULTS_SHEET,
+    HeaderRule,
+    HeaderTest,
+    Results,
+    Row,
+    Table,
+)
+from batchgen.sheets._write import (
+    check_writable,
+    output_plan,
+    output_positions,
+    read_worksheet,
+    remove_stale_temp_files,
+    results_path,
+    write_back,
+)
+
+__all__ = [
+    "HEADER_SCAN_ROWS",
+    "MAX_CELL_CHARS",
+    "OUTPUT_COLUMNS",
+    "RESULTS_SHEET",
+    "HeaderRule",
+    "HeaderTest",
+    "Results",
+    "Row",
+    "Table",
+    "check_writable",
+    "load_sheet",
+    "output_plan",
+    "output_positions",
+    "read_worksheet",
+    "remove_stale_temp_files",
+    "results_path",
+    "write_back",
+]

@@ -1,0 +1,280 @@
+"""Writing results back: patches of the bytes read at load, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from batchgen import _csvfile, _outputcols
+from batchgen._text import strip_illegal
+from batchgen.sheets._read import _kind_of, _read_grid
+from batchgen.sheets._table import (
+    _CHECK_PREFIX,
+    OUTPUT_COLUMNS,
+    RESULTS_SHEET,
+    Results,
+    Table,
+    _fail,
+)
+
+# --------------------------------------------------------------------------- writing
+
+
+def check_writable(table: Table, *, output: str | Path | None = None) -> None:
+    """Raise SheetError now if write_back could not write this sheet (nothing is written).
+
+    A run calls this before it submits anything: a results file it could not write would
+    otherwise be found out only after the jobs were paid for.
+    """
+    target = _target(table, output)
+    _refuse_read_only(target)
+    if table.kind == "csv":
+        _refuse_read_only(results_path(target))
+    folder = target.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=_CHECK_PREFIX):
+            pass
+    except OSError as exc:
+        raise _fail(target, f"cannot write into {folder}: {exc.strerror or exc}") from exc
+    if table.kind == "xlsx":
+        from batchgen import _xlsx
+
+        assert table._book is not None
+        try:
+            _xlsx.results_sheet_part(table._book, sheet_part=table._sheet_part, name=RESULTS_SHEET)
+        except _xlsx.XlsxError as exc:
+            raise _fail(table.path, str(exc)) from exc
+        _dry_patch(table)
+
+
+def _dry_patch(table: Table) -> None:
+    """Patch every data row's output cells in memory: a cell that cannot be written (a shared
+    or array formula) is found before anything is paid for, not at the final write."""
+    from batchgen import _xlsx
+
+    sheet = table._sheet
+    assert sheet is not None
+    text = sheet.text
+    if 't="shared"' not in text and 't="array"' not in text and "t='" not in text:
+        return  # no shared or array formula anywhere: nothing a patch could refuse
+    positions, _ = _column_plan(table)
+    columns = sorted(positions.values())
+    writes = {row.number: dict.fromkeys(columns, "x") for row in table.rows}
+    try:
+        _xlsx.patch_sheet(sheet, writes, header_row=table.header_row, header_style=None)
+    except _xlsx.XlsxError as exc:
+        raise _fail(table.path, f"{exc} (found before anything was sent)") from exc
+
+
+def _refuse_read_only(path: Path) -> None:
+    """Raise SheetError if `path` is a file marked read-only (its folder may still let a
+    rename replace it, and root may write anything: the mark is what the owner meant)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # not there yet (a new --output), or unreadable: the write will say
+        return
+    if mode & 0o222 == 0 or not os.access(path, os.W_OK):
+        raise _fail(
+            path,
+            "is read-only; make it writable (chmod u+w) or write the results elsewhere "
+            "with --output",
+        )
+
+
+def remove_stale_temp_files(table: Table, *, output: str | Path | None = None) -> list[Path]:
+    """Remove what an interrupted write-back of this sheet left beside it; the paths removed.
+
+    Only batchgen's own names are touched: `.NAME.XXXXXXXX.tmp` of the sheet (or `output`)
+    and of its results file. Call it holding the sheet's run lock, so none is being written.
+    """
+    target = Path(os.path.realpath(_target(table, output)))
+    names = [target.name]
+    if table.kind == "csv":
+        names.append(results_path(target).name)
+    pattern = re.compile("|".join(rf"\.{re.escape(n)}\.[a-z0-9_]{{8}}\.tmp" for n in names))
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _target(table: Table, output: str | Path | None) -> Path:
+    """Where write_back writes: `output`, else the sheet itself (of the same kind)."""
+    target = Path(output) if output is not None else table.path
+    kind = _kind_of(target)
+    if kind != table.kind or (
+        kind == "xlsx" and target.suffix.lower() != table.path.suffix.lower()
+    ):
+        # An .xlsx package renamed .xlsm (or the reverse) will not open in Excel.
+        raise _fail(target, f"cannot write a {table.path.suffix} sheet to a {target.suffix} file")
+    return target
+
+
+def write_back(
+    table: Table,
+    cells: dict[int, dict[str, str]],
+    *,
+    results: Results | None = None,
+    output: str | Path | None = None,
+) -> Path:
+    """Write output cells into the sheet (in place, or to `output`) atomically; return that path."""
+    target = _target(table, output)
+    writes = _plan_writes(table, cells)
+    if table.kind == "csv":
+        doc = table._csv
+        assert doc is not None
+        # nothing batchgen writes into a CSV may open as a formula (the xlsx holds inline text)
+        inert = _csvfile.neutralise
+        writes = {n: {c: inert(v) for c, v in row.items()} for n, row in writes.items()}
+        _atomic_write(target, doc.encode(_csvfile.patch(doc, writes)), table._mode)
+        if results is not None:
+            table_rows: list[list[object]] = [list(results.headers), *results.rows]
+            rows = [[inert(_clean(v)) if isinstance(v, str) else v for v in r] for r in table_rows]
+            _atomic_write(
+                results_path(target), doc.encode(_csvfile.dump_rows(doc, rows)), table._mode
+            )
+        return target
+    _atomic_write(target, _patched_workbook(table, writes, results), table._mode)
+    return target
+
+
+def results_path(sheet_path: str | Path) -> Path:
+    """Where the CSV results table goes: ads.csv → ads.results.csv."""
+    p = Path(sheet_path)
+    return p.with_name(f"{p.stem}.results{p.suffix}")
+
+
+def _clean(value: object) -> str:
+    """Text as it may be stored: str, without characters XML or a text file cannot hold."""
+    return strip_illegal("" if value is None else str(value))
+
+
+def output_positions(table: Table) -> dict[str, int]:
+    """Each output column's 0-based index; one at or past len(headers) is not there yet."""
+    return _column_plan(table)[0]
+
+
+def read_worksheet(table: Table, name: str) -> list[list[object]]:
+    """The cached cell values of another worksheet of an .xlsx table; grid[i] is row i+1."""
+    assert table._book is not None
+    return _read_grid(table.path, table._book, name)[1]
+
+
+def _column_plan(table: Table) -> tuple[dict[str, int], dict[int, str]]:
+    """Output column → 0-based column index, and the header cells that must be added."""
+    plan = output_plan(table)
+    return plan.positions, plan.new_headers
+
+
+def output_plan(table: Table) -> _outputcols.ColumnPlan:
+    """Where the run writes, and the team's columns it leaves alone (worked out once)."""
+    if table._outputs is None:
+        rows = [row.values for row in table.rows]
+        table._outputs = _outputcols.plan_columns(table.headers, rows, table._append_at)
+    return table._outputs
+
+
+def _plan_writes(table: Table, cells: dict[int, dict[str, str]]) -> dict[int, dict[int, str]]:
+    """Row number → column index → text: new header cells plus the given output cells."""
+    positions, new_headers = _column_plan(table)
+    writes: dict[int, dict[int, str]] = {}
+    if new_headers:
+        writes[table.header_row] = dict(new_headers)
+    for number, row in cells.items():
+        if not isinstance(number, int) or number <= table.header_row:
+            raise ValueError(f"row {number!r} is not a data row (header is row {table.header_row})")
+        for name, value in row.items():
+            if name not in positions:
+                raise ValueError(f"{name!r} is not an output column; use one of {OUTPUT_COLUMNS}")
+            writes.setdefault(number, {})[positions[name]] = _clean(value)
+    return writes
+
+
+def _patched_workbook(
+    table: Table, writes: dict[int, dict[int, str]], results: Results | None
+) -> bytes:
+    """The workbook bytes with `writes` applied and the results sheet added or replaced."""
+    from batchgen import _xlsx
+
+    book, sheet = table._book, table._sheet
+    assert book is not None and sheet is not None
+    last_header = max((i for i, h in enumerate(table.headers) if h.strip()), default=0)
+    try:
+        header_style = _xlsx.style_of(sheet, table.header_row, last_header)
+        pieces, removed_formula = _xlsx.patch_sheet(
+            sheet, writes, header_row=table.header_row, header_style=header_style
+        )
+        results_xml = None
+        if results is not None:
+            results_xml = _xlsx.results_sheet_xml(list(results.headers), results.rows)
+        return _xlsx.repackage(
+            book,
+            sheet_part=table._sheet_part,
+            sheet_xml=_xlsx.encoded_blocks(pieces),
+            results_name=RESULTS_SHEET,
+            results_xml=results_xml,
+            drop_calc_chain=removed_formula,
+        )
+    except _xlsx.XlsxError as exc:
+        raise _fail(table.path, str(exc)) from exc
+
+
+def _atomic_write(target: Path, data: bytes, default_mode: int) -> None:
+    """Write via a temp file in the same directory, fsync, then os.replace."""
+    real = Path(os.path.realpath(target))  # replace a symlink's target, not the link
+    _refuse_read_only(real)  # made read-only during the run: never replaced
+    try:
+        st = real.stat() if real.exists() else None
+        if st is not None and st.st_size == len(data) and _holds(real, data):
+            # nothing changed: leave the file untouched (a synced folder would upload it
+            # again, an open Excel would say it changed on disk)
+            return
+        mode = (st.st_mode & 0o7777) if st is not None else default_mode
+        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _fail(target, f"cannot be written ({exc.strerror or exc})") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        if st is not None and hasattr(os, "chown"):
+            with contextlib.suppress(OSError):  # only root can give a file away; best effort
+                os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, real)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _fail(target, f"cannot be written ({exc.strerror or exc})") from exc
+        raise
+    _fsync_dir(real.parent)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file at `path` holds exactly `data`."""
+    try:
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself (POSIX); harmless where unsupported."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
