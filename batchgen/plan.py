@@ -1,0 +1,67 @@
+"""A sheet's plan: its jobs, and the problems of the rows that could not become jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchgen.headers import ColumnMap
+from batchgen.models import ModelSpec
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong (or worth a warning) with one cell of the sheet (for one model)."""
+
+    row: int
+    column: str
+    message: str
+    model: str = ""  # the model's alias or id when the problem is that model's alone
+
+    def __str__(self) -> str:
+        where = f"row {self.row}, column '{self.column}'"
+        return (
+            f"{where}, model {self.model}: {self.message}"
+            if self.model
+            else (f"{where}: {self.message}")
+        )
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job to run: what to send, and where in the sheet it came from."""
+
+    key: str
+    row: int
+    model_id: str
+    payload: dict[str, Any]
+    take: int
+    label: str  # what tells this job apart from its row's others (model, variant, take)
+    estimated_cost: float | None
+    model_name: str = ""  # the model's alias (or id), as output lines name it
+
+
+@dataclass
+class SheetPlan:
+    """Every job of a sheet, and the rows (or a row's models) that could not become jobs."""
+
+    jobs: list[JobSpec] = field(default_factory=list)
+    invalid: dict[int, list[Problem]] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)
+    row_count: int = 0
+    multi_model: bool = False  # the sheet names several models: every line names its model
+    columns: ColumnMap = field(default_factory=ColumnMap)  # how the headers were read
+    models: dict[str, ModelSpec] = field(default_factory=dict)  # by id, as the plan used them
+
+    def jobs_by_row(self) -> dict[int, list[JobSpec]]:
+        """Jobs grouped by sheet row number, in job order."""
+        grouped: dict[int, list[JobSpec]] = {}
+        for job in self.jobs:
+            grouped.setdefault(job.row, []).append(job)
+        return grouped
+
+    @property
+    def unpriced(self) -> list[ModelSpec]:
+        """Models of this plan's jobs without a price (their cost is unknown)."""
+        ids = {job.model_id for job in self.jobs if job.estimated_cost is None}
+        return [self.models[i] for i in sorted(ids) if i in self.models]
