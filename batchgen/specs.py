@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchgen._cells import CACHE_LIMIT, as_text, coerce_cached, is_empty
+from batchgen._outputcols import OUTPUT_COLUMNS as OUTPUT_COLUMNS
 from batchgen.columns import (
     JOB_ID_COLUMN,
     MODEL_COLUMN,
@@ -33,7 +34,6 @@ from batchgen.plan import JobSpec as JobSpec
 from batchgen.plan import Problem as Problem
 from batchgen.plan import SheetPlan as SheetPlan
 
-OUTPUT_COLUMNS = ("request_id", "status", "video_url", "error")
 MAX_TAKES = 100
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchgen import _csvfile, _outputcols
+from batchgen._outputcols import OUTPUT_COLUMNS as OUTPUT_COLUMNS
 from batchgen.errors import SheetError
 from batchgen.paths import shown
 
 if TYPE_CHECKING:  # imported where an .xlsx is read or written: a CSV run does without it
     from batchgen import _xlsx
 
-OUTPUT_COLUMNS = ("request_id", "status", "video_url", "error")
 RESULTS_SHEET = "batchgen_results"
 _CHECK_PREFIX = ".batchgen-check-"
 
