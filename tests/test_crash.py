@@ -117,7 +117,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_pays_once(tmp_path: Path) -
             proc.communicate(timeout=10)
             states = check_against_simulator(db, sim)
             # a job left without its request_id was really in flight at the kill: an answer
-            # that arrived well before it is in the ledger
+            # that arrived well before it is in the ledger (the bound leaves room for a
+            # machine slowed by other work; a lost answer would be minutes old)
             in_doubt = {
                 _payload_key(json.loads(r["payload"]))
                 for r in ledger_rows(db)
@@ -126,7 +127,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_pays_once(tmp_path: Path) -
             for sub in sim.submissions()[before:]:
                 if _payload_key(sub.payload) in in_doubt:
                     created = datetime.fromisoformat(sub.created_at.replace("Z", "+00:00"))
-                    assert killed_at - created.timestamp() < 2.0
+                    assert killed_at - created.timestamp() < 5.0
             assert sum(states.values()) == 40
         final = run_cli(["run", sheet, "--db", db, "--concurrency", "10"], server)
         states = check_against_simulator(db, sim)

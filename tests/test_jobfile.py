@@ -127,7 +127,9 @@ def test_cancel_stops_queued_jobs_and_the_running_run_writes_it(tmp_path: Path) 
     sheet = write_csv(tmp_path / "ads.csv", ad_rows(6))
     db = tmp_path / "l.db"
     with SimulatorServer(
-        Simulator(fast_config(capacity=2, min_duration=3.0, max_duration=3.0))
+        # long jobs: the cancel (a second CLI process) must reach the provider before the
+        # first two finish and free a slot, even on a machine slowed by other work
+        Simulator(fast_config(capacity=2, min_duration=12.0, max_duration=12.0))
     ) as server:
         run = start_cli(["run", sheet, "--db", db, "--concurrency", "6"], server)
         wait_until(lambda: len(server.simulator.submissions()) == 6)
