@@ -103,4 +103,6 @@ def _column_ours(name: str, values: dict[str, list[str]], status_ours: bool) -> 
     if name == "error":
         # batchgen writes an error only beside a status of its own
         return beside and all(s for s, e in zip(statuses or [], cells, strict=True) if e)
+    if name == "video_url" and not beside:
+        return False  # links with no status of batchgen's beside them: the team's references
     return _all_ours(name, cells, beside_status=beside)
