@@ -35,6 +35,12 @@ def check_writable(table: Table, *, output: str | Path | None = None) -> None:
         _refuse_read_only(results_path(target))
     folder = target.parent
     try:
+        marked = os.stat(folder).st_mode & 0o222 == 0
+    except OSError:
+        marked = False  # not there: the temporary file below says so
+    if marked:  # root could still write into it, but its owner marked it read-only
+        raise _fail(target, f"cannot write into {folder}: the folder is read-only")
+    try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=_CHECK_PREFIX):
             pass
     except OSError as exc:
