@@ -91,18 +91,22 @@ def _libreoffice_holder(data: bytes) -> str:
 
 
 def _excel_holder(data: bytes) -> str:
-    """The user name an Excel owner file starts with (a length byte, then the name)."""
+    """The user name an Excel owner file holds: its UTF-16 copy, else the code-page one.
+
+    The file starts with a length byte and the name in the Windows code page (cp1251 for a
+    Russian user, which read as cp1252 would be garbled), padded to 54 bytes; a UTF-16 copy
+    of the name follows (its length in the next two bytes), so that copy is read first.
+    """
+    if len(data) > 56:
+        size = int.from_bytes(data[54:56], "little")
+        name = data[56 : 56 + 2 * size].decode("utf-16-le", "replace").strip()
+        if 0 < size <= 54 and name.isprintable() and "\ufffd" not in name:
+            return name
     if not data:
         return ""
     size = data[0]
     if 0 < size <= 53 and len(data) > size:
         name = data[1 : 1 + size].decode("cp1252", "replace").strip()
-        if name.isprintable() and name:
-            return name
-    # a UTF-16 copy of the name follows the 54-byte field (length in the next two bytes)
-    if len(data) > 56:
-        size = int.from_bytes(data[54:56], "little")
-        name = data[56 : 56 + 2 * size].decode("utf-16-le", "replace").strip()
         if name.isprintable() and name:
             return name
     return ""
