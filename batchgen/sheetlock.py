@@ -7,6 +7,9 @@ locks (flock) on two files in a per-user lock folder, one named from the sheet's
 one from its file identity (device and inode). The kernel releases them when the process ends,
 even by kill -9, so a lock is never stale. Write-back replaces the sheet with a new file (a new
 inode): the run locks the new identity as soon as it has written it, and keeps the old one.
+A sheet saved over by a person frees its inode number for any new file: an identity lock is
+not taken as another run's when that run's sheet is now another file and this one was
+written after it started (see _reused).
 The ledger's lock remains for runs on other machines sharing one PostgreSQL ledger.
 """
 
@@ -83,8 +86,7 @@ class SheetLock:
         try:
             lock._take(lock._path_name())
             identity, links = lock._identity()
-            if identity is not None:
-                lock._take(identity)
+            if identity is not None and lock._take(identity, identity=True):
                 lock._links[identity] = links
         except BaseException:
             lock.release()
@@ -105,7 +107,8 @@ class SheetLock:
             if identity is None or identity in self._held:
                 return
             try:
-                self._take(identity)
+                if not self._take(identity, identity=True):
+                    return
             except SheetLockedError as exc:  # only a run started in the instant since
                 log.warning("%s", exc)
                 return
@@ -137,11 +140,14 @@ class SheetLock:
             return None, 0  # the sheet is gone; its path is still locked
         return str(self._folder / f"file-{info.st_dev}-{info.st_ino}.lock"), info.st_nlink
 
-    def _take(self, name: str) -> None:
-        """flock `name` without waiting, or raise SheetLockedError naming the holder.
+    def _take(self, name: str, *, identity: bool = False) -> bool:
+        """flock `name` without waiting (True), or raise SheetLockedError naming the holder.
 
         A holder removes its lock file before unlocking it: a file we locked that is no
-        longer the one at `name` was released meanwhile, and is opened anew.
+        longer the one at `name` was released meanwhile, and is opened anew. An identity
+        lock whose holder's file was since replaced (saved over by another program) and
+        whose inode number now names a file written after that run started is another
+        file's: it is not taken (False), and the path lock alone guards the sheet.
         """
         assert fcntl is not None
         for _ in range(_ATTEMPTS):
@@ -151,6 +157,8 @@ class SheetLock:
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
+                if identity and _reused(holder, self.real):
+                    return False
                 raise SheetLockedError(self._held_message(holder)) from None
             except BaseException:
                 os.close(fd)
@@ -165,7 +173,7 @@ class SheetLock:
                 continue
             _write_holder(fd, self.real)
             self._held[name] = fd
-            return
+            return True
         raise SheetLockedError(f"{shown(self.sheet)} is being started and stopped by other runs")
 
     def _held_message(self, holder: dict[str, Any]) -> str:
@@ -179,6 +187,28 @@ class SheetLock:
         )
         same = f", as {shown(sheet)}" if sheet and sheet != self.real else ""
         return f"{shown(self.sheet)} is already being run by {who} on this machine{when}{same}"
+
+
+def _reused(holder: dict[str, Any], ours: str) -> bool:
+    """True when the holder's sheet is no longer the file at `ours` and that file was written
+    after the holder locked it: the same inode number, reused for an unrelated file.
+
+    A file the holder still reaches by a hard link was written before its run started.
+    """
+    sheet, started = holder.get("sheet"), holder.get("started_at")
+    if not isinstance(sheet, str) or not isinstance(started, int | float):
+        return False
+    try:
+        mine = os.stat(ours)
+    except OSError:
+        return False
+    try:
+        theirs = os.stat(sheet)
+        if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino):
+            return False  # the very file the holder runs
+    except OSError:
+        pass  # the holder's sheet is gone
+    return mine.st_mtime > started
 
 
 def _let_go(name: str, fd: int) -> None:

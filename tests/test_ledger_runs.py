@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -225,6 +226,28 @@ def test_the_sheet_lock_follows_the_file_write_back_puts_in_its_place(tmp_path: 
     folder = lock_dir()
     assert folder is not None
     assert not [p for p in folder.iterdir() if str(tmp_path) in _text(p)]  # removed
+
+
+def test_an_inode_number_a_replaced_sheet_freed_and_a_new_file_took_is_not_locked(
+    tmp_path: Path,
+) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(2))
+    other = tmp_path / "other.csv"
+    os.link(sheet, other)  # stands for a new file given the replaced sheet's inode number
+    held = SheetLock.acquire(sheet)
+    try:
+        # a person saves the sheet (a new file) mid-run; the run has not followed it yet
+        write_csv(tmp_path / ".saved.csv", ad_rows(3))
+        os.replace(tmp_path / ".saved.csv", sheet)
+        with pytest.raises(SheetLockedError):  # written before the run: maybe its file
+            SheetLock.acquire(other)
+        later = time.time() + 5
+        os.utime(other, (later, later))  # written after the run started: another file
+        SheetLock.acquire(other).release()
+        with pytest.raises(SheetLockedError):  # the sheet's own path stays locked
+            SheetLock.acquire(sheet)
+    finally:
+        held.release()
 
 
 def _text(path: Path) -> str:
