@@ -165,11 +165,12 @@ def _readings_text(plausible: list[tuple[str, str, float, float]]) -> str:
         (i for i in range(min(map(len, texts))) if len({t[i] for t in texts}) > 1),
         0,
     )
-    start = max(0, at - 3)
+    start = at  # from the start of the word they differ in (the same bytes before it)
+    while start > 0 and at - start < 8 and texts[0][start - 1].isalnum():
+        start -= 1
     parts = []
     for text, enc, _, _ in plausible:
-        sample = "".join(
-            ch for ch in text[start : start + 16] if unicodedata.category(ch)[0] != "C"
-        )
+        line = text[start : start + 16].splitlines()[0] if text[start:] else ""
+        sample = "".join(ch for ch in line if unicodedata.category(ch)[0] != "C")
         parts.append(f'{enc} reads "{sample}"')
     return "; ".join(parts)
