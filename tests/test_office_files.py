@@ -107,6 +107,24 @@ def test_a_libreoffice_workbook_with_a_cover_sheet_title_and_group_headers(
     assert ads.cell(3, 11).value is None  # nothing above the header
 
 
+def test_a_missing_column_names_the_nearest_header(tmp_path: Path, sim: SimulatorServer) -> None:
+    path = tmp_path / "ads.xlsx"
+    book = xlsxwriter.Workbook(str(path), {"strings_to_urls": False})
+    ws = book.add_worksheet("Ads")
+    ws.write_row(0, 0, ["Promt", "First frame", "Notes"])
+    ws.write_row(1, 0, ["Sneaker on a track", IMAGE, "keep"])
+    book.close()
+
+    refused = run_cli(["run", path], sim)
+
+    assert refused.returncode == 2
+    line = last_line(refused.stderr)
+    assert "missing required column 'prompt'; no row names them" in line
+    assert "row 1 was read as the header: 'Promt', 'First frame', 'Notes'" in line
+    assert "nearest: prompt ~ 'Promt'" in line
+    assert sim.simulator.submissions() == []
+
+
 def test_headers_that_only_resemble_a_field_wait_for_the_users_word(
     tmp_path: Path, sim: SimulatorServer
 ) -> None:
