@@ -24,6 +24,7 @@ from batchgen.specs import Problem, SheetPlan, build_plan
 
 if TYPE_CHECKING:
     from batchgen.imagecheck import ImageProblem
+    from batchgen.shown import Shown
 
 
 @contextlib.contextmanager
@@ -89,7 +90,25 @@ def load_batch(config: RunConfig) -> Batch:
         bad_cells=table.bad_cells,
         reading=reading,
     )
+    if not config.include_hidden:
+        plan.hidden = dict(table.hidden_rows)
     return Batch(config, table, models[0], plan, catalog)
+
+
+def set_aside_hidden(batch: Batch, ledger: Ledger | None, shown: Shown | None = None) -> set[str]:
+    """Hidden rows are not run: their jobs leave the plan, but for those submitted before
+    the row was hidden (the ledger knows them, or the row's cells show a request_id), which
+    are followed and written, never submitted again; their keys."""
+    plan = batch.plan
+    jobs = [job for job in plan.jobs if job.row in plan.hidden]
+    submitted: set[str] = set()
+    if ledger is not None and jobs:
+        records = ledger.get_jobs([job.key for job in jobs], payloads=False)
+        submitted = {k for k, r in records.items() if r.request_id or r.state != "pending"}
+    if shown is not None:
+        # a lost ledger: what the sheet shows is adopted (resume), so it must stay planned
+        submitted |= {j.key for j in jobs if j.key not in submitted and shown.cells(j.row)}
+    return plan.set_aside_hidden(submitted)
 
 
 def config_catalog(config: RunConfig) -> ModelCatalog:
@@ -163,6 +182,7 @@ def batch_status(config: RunConfig) -> StatusReport:
     batch = load_batch(config)
     ledger = open_ledger(config)
     try:
+        set_aside_hidden(batch, ledger)
         records = plan_records(batch, ledger)
         holder = ledger.live_lock_holder(batch.scope)
     finally:
@@ -195,6 +215,7 @@ class ModelCost:
 def check_batch(config: RunConfig, *, images: bool = False) -> CheckResult:
     """Validate a sheet (and optionally its images) and estimate its cost; sends nothing."""
     batch = load_batch(config)
+    set_aside_hidden(batch, None)  # check reads no ledger: every hidden row is set aside
     for model in batch.plan.unpriced:
         jobs = [job for job in batch.plan.jobs if job.model_id == model.model_id]
         unknown = [job for job in jobs if job.estimated_cost is None]
@@ -247,6 +268,7 @@ def report_batch(config: RunConfig, out: Path, *, compare: bool = True) -> Path:
     batch = load_batch(config)
     ledger = open_ledger(config)
     try:
+        set_aside_hidden(batch, ledger)
         records = plan_records(batch, ledger)
     finally:
         ledger.close()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from batchgen.batch import load_batch, open_ledger, plan_records, write_sheet
+from batchgen.batch import load_batch, open_ledger, plan_records, set_aside_hidden, write_sheet
 from batchgen.client import ApiClient, token_from_env
 from batchgen.config import RunConfig
 from batchgen.errors import (
@@ -51,6 +51,7 @@ def cancel_batch(config: RunConfig) -> CancelReport:
     token = token_from_env()
     ledger = open_ledger(config)
     try:
+        set_aside_hidden(batch, ledger)
         holder = ledger.live_lock_holder(batch.scope)
         done_before: set[str] = set()
         if holder is not None:

@@ -77,6 +77,12 @@ def sheet_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="A header of the team's own, never read as an input (repeatable).",
         ),
         click.option(
+            "--include-hidden",
+            is_flag=True,
+            default=None,
+            help="Run hidden rows too (by hand or by a filter); by default they are set aside.",
+        ),
+        click.option(
             "--encoding",
             default=None,
             metavar="NAME",

@@ -48,6 +48,7 @@ class RunConfig:
     header_row: int | None = None  # 1-based; None: the first row naming the required columns
     ignore: list[str] = field(default_factory=list)  # the team's own headers, never inputs
     encoding: str | None = None  # a CSV's encoding; None: detected
+    include_hidden: bool = False  # run hidden rows too (by default they are set aside)
     jobfile: Path | None = None
 
     @property
@@ -231,7 +232,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _check_sheet_reading(config: RunConfig) -> None:
-    """header_row, ignore and encoding: the settings that say how the sheet is read."""
+    """header_row, ignore, include_hidden and encoding: how the sheet is read."""
     row = config.header_row
     if row is not None and (isinstance(row, bool) or not isinstance(row, int) or row < 1):
         raise ConfigError(f"header_row must be a row number of at least 1, not {row!r}")
@@ -242,6 +243,8 @@ def _check_sheet_reading(config: RunConfig) -> None:
     ):
         raise ConfigError('ignore must be a list of header names, e.g. ignore = ["Status"]')
     config.ignore = list(config.ignore)
+    if not isinstance(config.include_hidden, bool):
+        raise ConfigError(f"include_hidden must be true or false, not {config.include_hidden!r}")
     if config.encoding is not None:
         try:
             config.encoding = codecs.lookup(str(config.encoding)).name

@@ -296,6 +296,11 @@ def final_lines(outcome: Outcome, *, written: str | None, jobfile: bool = False)
         if rows:
             shown_rows = ", ".join(str(r) for r in rows[:50]) + (" …" if len(rows) > 50 else "")
             lines.append(f"{state} rows: {shown_rows}")
+    if outcome.hidden_rows:
+        shown_rows = ", ".join(str(r) for r in outcome.hidden_rows[:50])
+        more = " …" if len(outcome.hidden_rows) > 50 else ""
+        option = "`include_hidden = true`" if jobfile else "--include-hidden"
+        lines.append(f"hidden rows, not run ({option} runs them): {shown_rows}{more}")
     lines.extend(next_steps(outcome, jobfile=jobfile))
     if written:
         lines.append(f"results written to {shown(written)}")

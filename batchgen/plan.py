@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,8 @@ class SheetPlan:
     multi_model: bool = False  # the sheet names several models: every line names its model
     columns: ColumnMap = field(default_factory=ColumnMap)  # how the headers were read
     models: dict[str, ModelSpec] = field(default_factory=dict)  # by id, as the plan used them
+    hidden: dict[int, str] = field(default_factory=dict)  # hidden rows to set aside: row → how
+    set_aside: dict[int, str] = field(default_factory=dict)  # hidden rows not run: row → how
 
     def jobs_by_row(self) -> dict[int, list[JobSpec]]:
         """Jobs grouped by sheet row number, in job order."""
@@ -59,6 +62,33 @@ class SheetPlan:
         for job in self.jobs:
             grouped.setdefault(job.row, []).append(job)
         return grouped
+
+    def set_aside_hidden(self, submitted: Container[str] = ()) -> set[str]:
+        """Take the hidden rows' jobs (and problems) out of the plan, but for the jobs in
+        `submitted` (sent before the row was hidden: followed, never sent again); their keys.
+
+        Planned first, set aside after: a row's job keys (an identical row's occurrence
+        count) never change because a row above it is hidden or shown again.
+        """
+        if not self.hidden:
+            return set()
+        kept: set[str] = set()
+        jobs: list[JobSpec] = []
+        for job in self.jobs:
+            if job.row not in self.hidden:
+                jobs.append(job)
+            elif job.key in submitted:
+                jobs.append(job)
+                kept.add(job.key)
+            else:
+                self.set_aside[job.row] = self.hidden[job.row]
+        self.jobs = jobs
+        kept_rows = {job.row for job in jobs if job.key in kept}
+        for row in [r for r in self.invalid if r in self.hidden and r not in kept_rows]:
+            del self.invalid[row]
+            self.set_aside[row] = self.hidden[row]
+        self.row_count -= len(self.set_aside.keys() - kept_rows)
+        return kept
 
     @property
     def unpriced(self) -> list[ModelSpec]:

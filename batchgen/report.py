@@ -47,6 +47,7 @@ class Outcome:
     actual_cost: float = 0.0
     jobs: int = 0
     rows: int = 0
+    hidden_rows: list[int] = field(default_factory=list)  # hidden rows set aside, not run
 
     @property
     def all_completed(self) -> bool:
@@ -60,6 +61,7 @@ class Outcome:
             "jobs": self.jobs,
             "counts": dict(self.counts),
             "problem_rows": self.problem_rows,
+            "hidden_rows": self.hidden_rows,
             "estimated_spend_usd": round(self.estimated_spend, 4),
             "actual_cost_usd": round(self.actual_cost, 4),
         }
@@ -86,6 +88,7 @@ def outcome(plan: SheetPlan, records: Mapping[str, JobRecord]) -> Outcome:
         result.jobs += invalid
         problems.setdefault("invalid", set()).add(row)
     result.problem_rows = {state: sorted(rows) for state, rows in problems.items()}
+    result.hidden_rows = sorted(plan.set_aside)
     return result
 
 
@@ -241,12 +244,54 @@ def reading_lines(table: Any, plan: SheetPlan) -> list[str]:
     if columns.unsure:
         lines.append(f"error: headers need your word: {columns.unsure_text()}")
     lines.append(output_columns_text(table))
+    lines += totals_lines(table)
+    if table.hidden_rows:
+        lines.append(hidden_text(table, plan))
+        lines.append("hidden rows: " + rows_text(sorted(table.hidden_rows), limit=10))
     from batchgen import officelock, paths
 
     lock = officelock.find_lock(table.path)
     if lock is not None:
         lines.append("warning: " + lock.message(table.path, paths.shown(table.path)))
     return lines
+
+
+def totals_lines(table: Any) -> list[str]:
+    """One line per Excel Table whose totals row(s) are left out: `row 21 is the totals row of
+    table 'Table1': not a job`."""
+    by_table: dict[str, list[int]] = {}
+    for row, name in sorted(table.totals_rows.items()):
+        by_table.setdefault(name, []).append(row)
+    lines = []
+    for name, rows in by_table.items():
+        if len(rows) == 1:
+            lines.append(f"row {rows[0]} is the totals row of table '{name}': not a job")
+        else:
+            lines.append(f"rows {rows_text(rows)} are the totals rows of table '{name}': not jobs")
+    return lines
+
+
+def hidden_text(table: Any, plan: SheetPlan) -> str:
+    """How many rows are hidden, how, and what happens to them: `12 rows hidden (9 by the
+    filter on column 'Status', 3 by hand): not run; --include-hidden runs them`."""
+    hidden: dict[int, str] = table.hidden_rows
+    ways = Counter(hidden[row] for row in sorted(hidden))
+    said = f"{len(hidden):,} row{'s' if len(hidden) != 1 else ''} hidden (" + ", ".join(
+        f"{count:,} {how}" for how, count in ways.items()
+    )
+    if not plan.hidden:
+        return said + "): run, as --include-hidden asks"
+    said += "): not run, their cells left as they are"
+    followed = len({job.row for job in plan.jobs if job.row in plan.hidden})
+    if followed:
+        said += f" ({followed:,} submitted before being hidden: followed and written)"
+    return said + "; --include-hidden runs them"
+
+
+def rows_text(rows: Sequence[int], *, limit: int = ROWS_SHOWN) -> str:
+    """Row numbers, the first `limit` of them: `2, 5, 9 … (2,500 rows)`."""
+    shown = ", ".join(str(r) for r in rows[:limit])
+    return shown + (f" … ({len(rows):,} rows)" if len(rows) > limit else "")
 
 
 def output_columns_text(table: Any) -> str:
@@ -285,4 +330,7 @@ def sheet_reading(table: Any, plan: SheetPlan) -> dict[str, Any]:
             {"header": m.header, "resembles": m.field, "why": m.how} for m in plan.columns.unsure
         ],
         "headers_ignored": plan.columns.ignored,
+        "totals_rows": {str(row): name for row, name in sorted(table.totals_rows.items())},
+        "hidden_rows": {str(row): how for row, how in sorted(table.hidden_rows.items())},
+        "hidden_rows_run": bool(table.hidden_rows) and not plan.hidden,
     }

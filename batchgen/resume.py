@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from array import array
+from collections.abc import Container
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import attrgetter, ne
@@ -141,11 +142,13 @@ def resume(
     *,
     scope: str,
     shown: ShownSource | None = None,
+    held: Container[str] = (),
 ) -> Resume:
     """Add the sheet's new jobs, follow moved rows, and decide what this run submits.
 
     With `shown` (what the sheet shows of earlier runs), a job the ledger holds no
     request_id for but the sheet does is adopted with that id, never submitted again.
+    A job in `held` (of a hidden row) is followed but never submitted, retried or resubmitted.
     """
     lean = config.download is None  # with --download every completed job is looked at
     keys = list(map(attrgetter("key"), plan.jobs))
@@ -176,7 +179,7 @@ def resume(
         record.payload = job.payload  # the sheet's input as it is now: the key's own bytes
         record.sheet_row = job.row
         if job.key not in others:
-            spent += _decide(record, config, to_submit, changes)
+            spent += _decide(record, config, to_submit, changes, held=job.key in held)
         state = report.sheet_status(record.state)
         start.counts[state] += 1
         if record.request_id and record.estimated_cost:
@@ -229,6 +232,8 @@ def _decide(
     config: RunConfig,
     to_submit: list[str],
     changes: list[tuple[str, dict[str, Any]]],
+    *,
+    held: bool = False,
 ) -> float:
     """Whether `record` is submitted this run (and its state fixed first); its spend so far."""
     if record.state == "submitting":
@@ -236,7 +241,9 @@ def _decide(
         values: dict[str, Any] = {"state": "unknown", "error": UNKNOWN_ERROR}
         changes.append((record.key, values))
         record.update(values)
-    if record.state == "unknown" and config.resubmit_unknown:
+    if held:
+        pass  # a hidden row's job: followed if it was sent, never sent (again) while hidden
+    elif record.state == "unknown" and config.resubmit_unknown:
         to_submit.append(record.key)
     elif (record.state == "failed" and config.retry_failed) or (
         record.state == "cancelled" and config.retry_cancelled

@@ -31,6 +31,7 @@ from batchgen.batch import (
     load_batch,
     open_ledger,
     report_batch,
+    set_aside_hidden,
     write_sheet,
 )
 from batchgen.cancel import CancelReport, cancel_batch
@@ -124,9 +125,11 @@ def run_batch(
     """Run a sheet end to end; the sheet is written during the run and at the end."""
     batch = load_batch(config)
     refuse_unsure_headers(batch)
-    if config.strict and batch.plan.invalid:
-        first = next(iter(batch.plan.invalid.values()))[0]
-        count = len(batch.plan.invalid)
+    # a hidden row is set aside, so it cannot make the sheet invalid
+    invalid = [p for row, p in batch.plan.invalid.items() if row not in batch.plan.hidden]
+    if config.strict and invalid:
+        first = invalid[0][0]
+        count = len(invalid)
         raise SheetError(
             f"{config.sheet.name}: {count} invalid row(s), --strict refuses the sheet; "
             f"first: {first}"
@@ -159,7 +162,10 @@ def _run_locked(
         _remove_stale_temp_files(batch)
         with bulk_allocations():
             shown = Shown(batch.table, output=config.output)
-            start = resume(batch.plan, ledger, config, scope=batch.scope, shown=shown)
+            held = set_aside_hidden(batch, ledger, shown)
+            start = resume(batch.plan, ledger, config, scope=batch.scope, shown=shown, held=held)
+        if batch.plan.set_aside or held:
+            log.info("%s: %s", config.sheet.name, report.hidden_text(batch.table, batch.plan))
         if start.adopted:
             log.warning(
                 "rebuilt the ledger from the sheet: %d job(s) the ledger %s had no request_id "

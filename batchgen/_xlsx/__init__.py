@@ -4,7 +4,8 @@ openpyxl would drop formula cached values, charts and images, and is slow on big
 so the writer edits the worksheet XML as text and copies every other zip entry unchanged.
 `book` reads the package, `worksheet` finds and patches rows, `package` adds the results
 sheet and writes the new zip; `markup` holds the XML helpers they share; `bounds` checks a
-workbook against batchgen's size limits before anything reads it.
+workbook against batchgen's size limits before anything reads it; `rowmarks` finds the
+rows that are not plain data (a Table's totals rows, hidden rows).
 """
 
 from batchgen._xlsx.book import Book, SheetRef, open_book, read_part
@@ -16,11 +17,15 @@ from batchgen._xlsx.package import (
     results_sheet_part,
     results_sheet_xml,
 )
+from batchgen._xlsx.rowmarks import HIDDEN_BY_HAND, Filter, RowMarks, row_marks
 from batchgen._xlsx.worksheet import SheetXml, parse_sheet, patch_sheet, style_of
 
 __all__ = [
+    "HIDDEN_BY_HAND",
     "REL_WORKSHEET",
     "Book",
+    "Filter",
+    "RowMarks",
     "SheetRef",
     "SheetXml",
     "XlsxError",
@@ -36,5 +41,6 @@ __all__ = [
     "repackage",
     "results_sheet_part",
     "results_sheet_xml",
+    "row_marks",
     "style_of",
 ]
