@@ -264,11 +264,21 @@ def totals_lines(table: Any) -> list[str]:
         by_table.setdefault(name, []).append(row)
     lines = []
     for name, rows in by_table.items():
-        if len(rows) == 1:
+        if not name:  # outside any Table: say why it was taken for one
+            lines.append(
+                f"{_rows_are(rows)} only aggregate formulas (SUM, SUBTOTAL, …) and labels "
+                "such as 'Total': a totals row, not a job"
+            )
+        elif len(rows) == 1:
             lines.append(f"row {rows[0]} is the totals row of table '{name}': not a job")
         else:
             lines.append(f"rows {rows_text(rows)} are the totals rows of table '{name}': not jobs")
     return lines
+
+
+def _rows_are(rows: Sequence[int]) -> str:
+    """`row 9 holds` or `rows 9, 14 hold`."""
+    return f"row {rows[0]} holds" if len(rows) == 1 else f"rows {rows_text(rows)} hold"
 
 
 def hidden_text(table: Any, plan: SheetPlan) -> str:
@@ -330,7 +340,7 @@ def sheet_reading(table: Any, plan: SheetPlan) -> dict[str, Any]:
             {"header": m.header, "resembles": m.field, "why": m.how} for m in plan.columns.unsure
         ],
         "headers_ignored": plan.columns.ignored,
-        "totals_rows": {str(row): name for row, name in sorted(table.totals_rows.items())},
+        "totals_rows": {str(row): name or None for row, name in sorted(table.totals_rows.items())},
         "hidden_rows": {str(row): how for row, how in sorted(table.hidden_rows.items())},
         "hidden_rows_run": bool(table.hidden_rows) and not plan.hidden,
     }

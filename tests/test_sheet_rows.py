@@ -272,3 +272,37 @@ def test_rows_in_a_collapsed_group_are_hidden_rows(tmp_path: Path, sim: Simulato
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "2 rows hidden (2 in a collapsed group): run, as --include-hidden asks" in checked.stdout
     assert "3 rows, 3 jobs" in checked.stdout
+
+
+def test_a_totals_row_outside_a_table_is_not_a_job(tmp_path: Path, sim: SimulatorServer) -> None:
+    # no Excel Table: a row of only 'Total' and aggregate formulas is a totals row; a row
+    # whose prompt is built by a formula (and whose duration is a SUM) is an ad like any other
+    path = tmp_path / "ads.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    ws = book.add_worksheet("Ads")
+    ws.write_row(0, 0, ["prompt", "first_frame_image_url", "duration"])
+    ws.write_row(1, 0, ["Shoe on sand", IMAGE, 5])
+    ws.write_formula(2, 0, '=CONCATENATE("Shoe ","on snow")', None, "Shoe on snow")
+    ws.write_string(2, 1, IMAGE)
+    ws.write_formula(2, 2, "=SUM(5,1)", None, 6)
+    ws.write_string(3, 0, "Total:")
+    ws.write_formula(3, 1, "=COUNTA(B2:B3)", None, 2)
+    ws.write_formula(3, 2, "=SUM(C2:C3)", None, 11)
+    ws.write_formula(5, 2, "=SUBTOTAL(109,C2:C3)", None, 11)  # a lone sum below, no label
+    book.close()
+
+    checked = run_cli(["check", path], sim)
+    result = run_cli(["run", path], sim)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert (
+        "rows 4, 6 hold only aggregate formulas (SUM, SUBTOTAL, …) and labels such as 'Total': "
+        "a totals row, not a job" in checked.stdout
+    )
+    assert "2 rows, 2 jobs" in checked.stdout
+    assert result.returncode == 0, result.stderr
+    sent = sorted((s.payload["prompt"], s.payload["duration"]) for s in sim.simulator.submissions())
+    assert sent == [("Shoe on sand", 5), ("Shoe on snow", 6)]
+    ws2 = load_workbook(path)["Ads"]
+    assert [ws2.cell(r, 5).value for r in (2, 3, 4, 6)] == ["completed", "completed", None, None]
+    assert ws2.cell(4, 3).value == "=SUM(C2:C3)"

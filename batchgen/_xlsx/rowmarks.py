@@ -1,5 +1,6 @@
-"""Rows that are not plain data rows: an Excel Table's totals rows, and hidden rows (by hand,
-by an active AutoFilter, or inside a collapsed outline group)."""
+"""Rows that are not plain data rows: an Excel Table's totals rows, rows of aggregate formulas
+(a totals row outside a Table), and hidden rows (by hand, by an active AutoFilter, or inside
+a collapsed outline group)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from xml.etree import ElementTree
 
 from batchgen._xlsx.book import Book, _parse_rels, _rels_part_of, _resolve, read_part
 from batchgen._xlsx.markup import ATTRS, NS_MAIN, NS_REL, XlsxError, attr, parse_ref
-from batchgen._xlsx.worksheet import SheetXml
+from batchgen._xlsx.worksheet import _FORMULA_RE, SheetXml, _patterns
 
 REL_TABLE = NS_REL + "/table"
 _TABLE_PART_RE = re.compile(r"<(?:[\w.-]+:)?tablePart(?=[\s/>])(" + ATTRS + r")/?>", re.S)
@@ -27,6 +28,13 @@ _FILTER_COLUMN_RE = re.compile(
 )
 _TRUE = ("1", "true")
 _HIDDEN_RE = re.compile(r"\shidden\s*=\s*[\"'](?:1|true)[\"']", re.I)
+
+# a formula that sums up a column: what a totals row holds (its text has no leading '=')
+_AGGREGATE_RE = re.compile(
+    r"<(?:[\w.-]+:)?f(?=[\s>])[^>]*>\s*(?:_xlfn\.)?(?:SUBTOTAL|SUM|SUMIFS?|COUNT|COUNTA|"
+    r"COUNTIFS?|AVERAGE|AVERAGEIFS?|AGGREGATE|MIN|MAX)\s*\(",
+    re.I,
+)
 
 HIDDEN_BY_HAND = "by hand"
 HIDDEN_IN_GROUP = "in a collapsed group"
@@ -50,6 +58,8 @@ class RowMarks:
     totals: dict[int, str] = field(default_factory=dict)
     # row → HIDDEN_BY_HAND, HIDDEN_IN_GROUP, or the filter whose range holds it
     hidden: dict[int, str | Filter] = field(default_factory=dict)
+    # rows holding an aggregate formula → (its columns holding one, those holding another)
+    aggregates: dict[int, tuple[frozenset[int], frozenset[int]]] = field(default_factory=dict)
 
 
 def row_marks(book: Book, sheet_part: str, sheet: SheetXml) -> RowMarks:
@@ -62,6 +72,7 @@ def row_marks(book: Book, sheet_part: str, sheet: SheetXml) -> RowMarks:
         if table.filter is not None:
             filters.append(table.filter)
     marks.hidden = _hidden_rows(sheet, filters)
+    marks.aggregates = _aggregate_rows(sheet)
     return marks
 
 
@@ -94,6 +105,35 @@ def _hidden_rows(sheet: SheetXml, filters: list[Filter]) -> dict[int, str | Filt
         else:
             hidden[number] = HIDDEN_BY_HAND
     return hidden
+
+
+def _aggregate_rows(sheet: SheetXml) -> dict[int, tuple[frozenset[int], frozenset[int]]]:
+    """Rows holding an aggregate formula (SUM, SUBTOTAL, COUNT…): (its columns holding one,
+    its columns holding any other formula). One scan in C; most sheets have none."""
+    found: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
+    text = sheet.text
+    starts: list[int] = []
+    cell = _patterns(sheet.prefix).cell
+    for m in _AGGREGATE_RE.finditer(text, sheet.data_open[1], sheet.data_close):
+        starts = starts or [span[0] for span in sheet.row_spans]
+        i = bisect.bisect_right(starts, m.start()) - 1
+        if i < 0 or sheet.row_nums[i] in found:
+            continue
+        _, content_start, content_end, _ = sheet.row_spans[i]
+        aggregates: set[int] = set()
+        others: set[int] = set()
+        prev = -1
+        try:
+            for cm in cell.finditer(text, content_start, content_end):
+                ref = attr(cm.group(1), "r")
+                prev = parse_ref(ref)[1] if ref else prev + 1
+                body = cm.group(2) or ""
+                if _FORMULA_RE.search(body):
+                    (aggregates if _AGGREGATE_RE.search(body) else others).add(prev)
+        except XlsxError:
+            continue  # an unreadable cell reference: a row like any other
+        found[sheet.row_nums[i]] = (frozenset(aggregates), frozenset(others))
+    return found
 
 
 def _filter_of(xml: str) -> Filter | None:

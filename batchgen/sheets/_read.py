@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from batchgen import _csvfile
 from batchgen.errors import SheetError
+from batchgen.sheets._marks import marked_rows
 from batchgen.sheets._table import (
     _CSV_SUFFIXES,
     _OLE2_MAGIC,
@@ -228,14 +229,7 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None, rule: He
     header_row, headers, rows, append_at, found = _build(
         p, grid, f"sheet {name!r} has no non-blank row", rule
     )
-    marks = _xlsx.row_marks(book, ref.part, sheet)
-    totals = {n: t for n, t in marks.totals.items() if n > header_row}
-    rows = [row for row in rows if row.number not in totals] if totals else rows
-    hidden = {
-        row.number: _hidden_how(marks.hidden[row.number], row, headers)
-        for row in (rows if marks.hidden else ())
-        if row.number in marks.hidden
-    }
+    rows, totals, hidden = marked_rows(book, ref.part, sheet, header_row, headers, rows)
     others = [s.name for s in book.sheets if s.rel_type == _xlsx.REL_WORKSHEET and s.name != name]
     # Never append into a merged block that covers the header row.
     merged_end = [c2 + 1 for r1, _, r2, c2 in sheet.merges if r1 <= header_row <= r2]
@@ -256,31 +250,6 @@ def _load_xlsx(p: Path, data: bytes, mode: int, sheet_name: str | None, rule: He
         totals_rows=totals,
         hidden_rows=hidden,
     )
-
-
-def _hidden_how(how: str | _xlsx.Filter, row: Row, headers: list[str]) -> str:
-    """How a row is hidden, in words: by hand, in a collapsed group, or by a filter (a row
-    the filter would show was hidden by hand)."""
-    if isinstance(how, str):
-        return how
-    from batchgen import _xlsx
-
-    failing = [col for col, shown in how.criteria if not _shows(shown, row, col)]
-    if not failing:
-        return _xlsx.HIDDEN_BY_HAND
-    names = [
-        f"'{headers[c] if c < len(headers) and headers[c] else _xlsx.col_letter(c)}'"
-        for c in failing
-    ]
-    return f"by the filter on column{'s' if len(names) > 1 else ''} {', '.join(names)}"
-
-
-def _shows(shown: frozenset[str] | None, row: Row, col: int) -> bool:
-    """Whether a filter's list of values shows the row's cell (unknown criteria: no)."""
-    if shown is None:
-        return False
-    value = row.values[col] if col < len(row.values) else None
-    return _header_text(value).strip().casefold() in shown
 
 
 def _read_grid(p: Path, book: _xlsx.Book, sheet_name: str) -> tuple[str, list[list[object]]]:

@@ -55,7 +55,7 @@ class Table:
     _outputs: _outputcols.ColumnPlan | None = field(default=None, repr=False, compare=False)
     other_sheets: list[str] = field(default_factory=list)  # the workbook's other worksheets
     header_found: bool = True  # False: no row named the required columns (the first was taken)
-    # an Excel Table's totals rows (row → the Table's name): never in `rows`, never written
+    # totals rows (row → its Excel Table's name, "" outside a Table): not in `rows`, not written
     totals_rows: dict[int, str] = field(default_factory=dict)
     # data rows hidden (row → how: "by hand", "by the filter on column 'Status'", …)
     hidden_rows: dict[int, str] = field(default_factory=dict)
