@@ -24,6 +24,8 @@ _REQUEST_ID = re.compile(r"[0-9a-fA-F]{8}(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12
 _TOKEN = re.compile(r"\S{1,200}")
 _URL = re.compile(r"https?://\S+", re.I)
 _LINE_NAME = re.compile(r"^(?:\[[^\]]*\]\s*|.*?:\s(?=\S))")  # "9:16: " or "[ratio=9:16] "
+_STATUS_NAME = re.compile(r"(.*?):\s(?=\S)")  # the job a status line names: "9:16, take 2"
+_NAME_ONLY = re.compile(r"(.+?):\s*")  # "kling-3.0-pro-i2v: ": older versions' line with no value
 
 
 @dataclass
@@ -72,19 +74,34 @@ def _text(row: Sequence[object], index: int) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _lines(cell: str) -> list[str]:
-    return [_LINE_NAME.sub("", line).strip() for line in cell.splitlines() if line.strip()]
+def _lines(cell: str, named: frozenset[str] = frozenset()) -> list[str]:
+    """A cell's lines without their job names; a line that is only one of the `named` jobs'
+    names (older versions wrote `model: ` for a job with no request id yet) is left out."""
+    lines = []
+    for line in cell.splitlines():
+        only = _NAME_ONLY.fullmatch(line.strip())
+        if line.strip() and not (only and only.group(1) in named):
+            lines.append(_LINE_NAME.sub("", line).strip())
+    return lines
 
 
-def _all_ours(name: str, cells: list[str], *, beside_status: bool = False) -> bool:
+def _names(status: str) -> frozenset[str]:
+    """The jobs a status cell's lines name (`9:16: completed` names `9:16`)."""
+    return frozenset(m.group(1) for m in map(_STATUS_NAME.match, status.splitlines()) if m)
+
+
+def _all_ours(
+    name: str, cells: list[str], *, beside_status: bool = False, statuses: Sequence[str] = ()
+) -> bool:
     """Every line of every cell is what batchgen writes in this column.
 
     Beside a status column of batchgen's, any single token passes as a request id (an API
     other than RunComfy's may shape them otherwise); without one, only RunComfy's shape.
     """
     request_id = _TOKEN if beside_status else _REQUEST_ID
-    for cell in cells:
-        for line in _lines(cell):
+    for at, cell in enumerate(cells):
+        named = _names(statuses[at]) if beside_status and at < len(statuses) else frozenset()
+        for line in _lines(cell, named):
             if name == "status" and line.lower() not in STATUS_WORDS:
                 return False
             if name == "request_id" and not request_id.fullmatch(line):
@@ -105,4 +122,4 @@ def _column_ours(name: str, values: dict[str, list[str]], status_ours: bool) -> 
         return beside and all(s for s, e in zip(statuses or [], cells, strict=True) if e)
     if name == "video_url" and not beside:
         return False  # links with no status of batchgen's beside them: the team's references
-    return _all_ours(name, cells, beside_status=beside)
+    return _all_ours(name, cells, beside_status=beside, statuses=statuses or ())

@@ -158,7 +158,8 @@ def plan_records(batch: Batch, ledger: Ledger) -> dict[str, JobRecord]:
 def write_sheet(batch: Batch, records: dict[str, JobRecord]) -> Path:
     """Write output cells and the per-job table back to the sheet (atomically)."""
     results = sheets.Results(
-        headers=list(report.RESULT_HEADERS), rows=report.results_rows(batch.plan, records)
+        headers=list(report.RESULT_HEADERS),
+        rows=report.results_rows(batch.plan, records, source=source_name(batch.table)),
     )
     return sheets.write_back(
         batch.table,
@@ -166,6 +167,11 @@ def write_sheet(batch: Batch, records: dict[str, JobRecord]) -> Path:
         results=results,
         output=batch.config.output,
     )
+
+
+def source_name(table: sheets.Table) -> str:
+    """What the results table calls the sheet its jobs came from: the worksheet, or the CSV."""
+    return table.sheet_name or table.path.name
 
 
 @dataclass

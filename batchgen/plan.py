@@ -37,9 +37,13 @@ class JobSpec:
     model_id: str
     payload: dict[str, Any]
     take: int
-    label: str  # what tells this job apart from its row's others (model, variant, take)
+    # what tells this job apart from its row's others, as its output lines start:
+    # `9:16, 1080p`, `take 2`, `kling-3.0-pro-i2v, 5s` ("" for a row's only job)
+    label: str
     estimated_cost: float | None
     model_name: str = ""  # the model's alias (or id), as output lines name it
+    # the label as versions before named lines (`ratio=9:16, take 2`), to read their cells
+    former_label: str = ""
 
 
 @dataclass

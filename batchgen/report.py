@@ -15,11 +15,17 @@ from batchgen.specs import Problem, SheetPlan
 SHEET_STATUS = {"submitting": "pending"}
 SUCCESS = "completed"
 PROBLEM_STATES = ("failed", "invalid", "cancelled", "unknown")
+# The columns naming where a job came from and which of its row's jobs it is are
+# `batchgen …`, as the sheet's own output columns are when the team's names are taken:
+# a team's sheet often has a `variant` or `sheet` column of its own.
+SOURCE_HEADER = "batchgen worksheet"  # the worksheet read (a CSV: its file name)
+VARIANT_HEADER = "batchgen variant"  # the job's line name in the output cells (`9:16, take 2`)
 RESULT_HEADERS = [
+    SOURCE_HEADER,
     "row",
     "model",
     "job_id",
-    "variant",
+    VARIANT_HEADER,
     "take",
     "request_id",
     "status",
@@ -100,10 +106,12 @@ def problems_text(problems: Sequence[Problem]) -> str:
 def sheet_cells(plan: SheetPlan, records: Mapping[str, JobRecord]) -> dict[int, dict[str, str]]:
     """Output cells per sheet row: one line per job in each of the four columns.
 
-    When the sheet names several models, every line starts with its model and variant
-    (`kling-3.0-pro-i2v, ratio=9:16: completed`), and a model the row is invalid for gets
-    an `invalid` line of its own. A row with a job that has no record (the ledger could not
-    be read) is left out: its cells keep what they said.
+    A row of several jobs (`9:16|1:1`, takes, several models) names each line's job,
+    `9:16: completed`, `9:16, take 2: https://…`, `kling-3.0-pro-i2v: completed` (a sheet
+    naming several models names the model on every line); a job with nothing to say in a
+    column gets a blank line. A model the row is invalid for gets an `invalid` line of its
+    own. A row with a job that has no record (the ledger could not be read) is left out:
+    its cells keep what they said.
     """
     cells: dict[int, dict[str, str]] = {}
     by_row = plan.jobs_by_row()
@@ -113,19 +121,14 @@ def sheet_cells(plan: SheetPlan, records: Mapping[str, JobRecord]) -> dict[int, 
         lines: dict[str, list[str]] = {"request_id": [], "status": [], "video_url": [], "error": []}
         for job in jobs:
             record = records[job.key]
-            if plan.multi_model:
-                named = f"{job.label}: "
-                lines["request_id"].append(named + (record.request_id or ""))
-                lines["status"].append(named + sheet_status(record.state))
-                lines["video_url"].append(named + (record.video_url or ""))
-                lines["error"].append(named + record.error if record.error else "")
-                continue
-            prefix = f"[{job.label}] " if len(jobs) > 1 and job.label else ""
-            lines["request_id"].append(record.request_id or "")
-            lines["status"].append(sheet_status(record.state))
-            lines["video_url"].append(record.video_url or "")
-            error = record.error or ""
-            lines["error"].append(prefix + error if error else "")
+            named = f"{job.label}: " if job.label else ""
+            for name, value in (
+                ("request_id", record.request_id),
+                ("status", sheet_status(record.state)),
+                ("video_url", record.video_url),
+                ("error", record.error),
+            ):
+                lines[name].append(named + value if value else "")
         _invalid_lines(lines, plan.invalid.get(row, []))
         cells[row] = {name: _join(values) for name, values in lines.items()}
     for row, problems in plan.invalid.items():
@@ -166,19 +169,26 @@ def _join(values: list[str]) -> str:
     return "\n".join(values) if any(values) else ""
 
 
-def results_rows(plan: SheetPlan, records: Mapping[str, JobRecord]) -> list[list[Any]]:
-    """The per-job table, one row per job (and per invalid row), in sheet order."""
+def results_rows(
+    plan: SheetPlan, records: Mapping[str, JobRecord], *, source: str = ""
+) -> list[list[Any]]:
+    """The per-job table, one row per job (and per invalid row), in sheet order.
+
+    `source` names the worksheet the jobs were read from (a CSV: its file name).
+    """
     rows: list[tuple[int, list[Any]]] = []
+    where = source or None
     for job in plan.jobs:
         record = records.get(job.key)
         rows.append(
             (
                 job.row,
                 [
+                    where,
                     job.row,
                     job.model_id,
                     job.key,
-                    job.label,
+                    job.label or None,
                     job.take,
                     record.request_id if record else None,
                     sheet_status(record.state if record else "pending"),
@@ -193,13 +203,14 @@ def results_rows(plan: SheetPlan, records: Mapping[str, JobRecord]) -> list[list
         )
     for row, problems in plan.invalid.items():
         for model, found in _by_model(problems).items():
-            rows.append(
-                (
-                    row,
-                    [row, model or None, *[None] * 4, "invalid", None, problems_text(found)]
-                    + [None] * 4,
-                )
-            )
+            values: dict[str, Any] = {
+                SOURCE_HEADER: where,
+                "row": row,
+                "model": model or None,
+                "status": "invalid",
+                "error": problems_text(found),
+            }
+            rows.append((row, [values.get(name) for name in RESULT_HEADERS]))
     rows.sort(key=lambda item: item[0])
     return [values for _, values in rows]
 

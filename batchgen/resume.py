@@ -321,21 +321,37 @@ def adopt_shown(
 def _row_lines(
     job: JobSpec, row_jobs: list[JobSpec], cells: dict[str, str] | None
 ) -> dict[str, str] | None:
-    """The line of each of a row's output cells that belongs to `job` (one line per job)."""
+    """The line of each of a row's output cells that belongs to `job`.
+
+    Lines that start with the name of one of the row's jobs (`9:16: `, as this version
+    writes them) are matched by that name: a row whose variants were changed, reordered or
+    cut since never hands one job's request id to another. Cells written by older
+    versions (bare lines, `[ratio=9:16] ` or `model, ratio=9:16: ` prefixes) are matched
+    line by line, and only while the row still has as many jobs as the cell has lines.
+    """
     if cells is None:
         return None
-    index = row_jobs.index(job)
+    names = [f"{other.label}: " for other in row_jobs if other.label]
+    own = f"{job.label}: " if job.label else None
     out: dict[str, str] = {}
-    for name, text in cells.items():
-        lines = text.split("\n") if len(row_jobs) > 1 else [text]
+    for column, text in cells.items():
+        lines = [line.strip() for line in text.split("\n")]
+        if own is not None and any(line.startswith(n) for line in lines for n in names):
+            mine = [line.removeprefix(own) for line in lines if line.startswith(own)]
+            if len(mine) != 1 and column == "request_id":
+                return None  # not shown (a variant added since), or shown twice: not sure
+            out[column] = mine[0].strip() if len(mine) == 1 else ""
+            continue
+        if len(row_jobs) == 1:
+            lines = [text.strip()]
         if len(lines) != len(row_jobs):
-            if name == "request_id":
+            if column == "request_id":
                 return None  # the row's variants changed since: no line is surely this job's
             lines = [""] * len(row_jobs)
-        line = lines[index].strip()
-        for prefix in (f"{job.label}: ", f"[{job.label}] ") if job.label else ():
-            line = line.removeprefix(prefix)
-        out[name] = line
+        line = lines[row_jobs.index(job)]
+        for former in {job.label, job.former_label} - {""}:
+            line = line.removeprefix(f"{former}:").removeprefix(f"[{former}]").strip()
+        out[column] = line
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,9 +325,14 @@ def _expand(
     for number_in_row, combo in enumerate(combos):
         payload = dict(zip(names, combo, strict=True))
         normalised = {n: payload.get(n, s.default) for n, s in model.fields.items()}
-        label = ", ".join(f"{n}={payload[n]}" for n in names if len(choices[n]) > 1)
+        varied = [n for n in names if len(choices[n]) > 1]
+        label = ", ".join(f"{n}={payload[n]}" for n in varied)
+        values = [value_name(model, n, payload[n]) for n in sorted(varied, key=_name_order(model))]
         for take in range(1, takes + 1):
-            take_label = ", ".join(x for x in (label, f"take {take}" if takes > 1 else "") if x)
+            took = f"take {take}" if takes > 1 else ""
+            # `ratio=9:16, take 2`: in keys (never changed: a new key is a new, paid job)
+            take_label = ", ".join(x for x in (label, took) if x)
+            variant = ", ".join(x for x in (*values, took) if x)  # `9:16, take 2`
             if job_id is not None:
                 # the row's first job keeps the bare id, so adding takes or variants later
                 # never re-keys (and re-pays for) the job that already ran
@@ -339,15 +344,36 @@ def _expand(
                 if seen[key] > 1:  # an identical row above: this one is another job
                     key = job_key(model.model_id, normalised, take, seen[key])
             cost = _cost_cached(model, normalised)
-            shown = (
-                ", ".join(x for x in (model.name, take_label) if x)
-                if plan.multi_model
-                else take_label
-            )
+            named = model.name if plan.multi_model else ""
+            shown = ", ".join(x for x in (named, variant) if x)
+            former = ", ".join(x for x in (named, take_label) if x)
             jobs.append(
-                JobSpec(key, number, model.model_id, payload, take, shown, cost, model.name)
+                JobSpec(key, number, model.model_id, payload, take, shown, cost, model.name, former)
             )
     return jobs
+
+
+_ROLE_ORDER = ("ratio", "resolution", "duration")  # as a person says a variant: 9:16, 1080p, 5s
+
+
+def _name_order(model: ModelSpec) -> Callable[[str], int]:
+    """A field's place in a variant's name: ratio, resolution, duration, then the rest."""
+
+    def place(name: str) -> int:
+        role = model.role_of(name)
+        return _ROLE_ORDER.index(role) if role in _ROLE_ORDER else len(_ROLE_ORDER)
+
+    return place
+
+
+def value_name(model: ModelSpec, name: str, value: Any) -> str:
+    """How a variant's value reads in its name: `9:16`, `1080p`, `5s`, else `seed 7`."""
+    role = model.role_of(name)
+    if role in ("ratio", "resolution"):
+        return str(value)
+    if role == "duration":
+        return f"{value}s"
+    return f"{name} {value}"
 
 
 _COSTS: dict[tuple[int, str, tuple[Any, ...]], float | None] = {}

@@ -254,7 +254,9 @@ def test_existing_single_model_sheets_keep_their_job_keys(tmp_path: Path) -> Non
         "f13f46a77c20482d8710027e8853f9fe",
         "c93a50fee892e620893a225c68688b6f",
     ]
-    assert [j.label for j in plan.jobs] == ["ratio=9:16", "ratio=1:1"]
+    # the lines name the variant as a person says it; what older versions wrote still reads
+    assert [j.label for j in plan.jobs] == ["9:16", "1:1"]
+    assert [j.former_label for j in plan.jobs] == ["ratio=9:16", "ratio=1:1"]
 
 
 @pytest.mark.parametrize("job_id", [False, True])

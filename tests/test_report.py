@@ -231,7 +231,8 @@ def test_one_card_per_job_and_per_invalid_row_in_sheet_order(ran: Ran) -> None:
     assert "2:1" in page.cards[4].text  # the problem says what was wrong
     failed = page.cards[3]
     assert failed.video is None and ran.records[ran.plan.jobs[3].key].error in failed.text
-    assert "ratio=9:16" in page.cards[1].text and "ratio=1:1" in page.cards[2].text
+    # the card names its variant as the sheet's lines do (the label follows the row number)
+    assert "row 39:16Product" in page.cards[1].text and "row 31:1Product" in page.cards[2].text
     assert "8 s" in page.cards[1].text and "audio" in page.cards[1].text
 
 

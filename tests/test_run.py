@@ -92,8 +92,11 @@ def test_expansion_and_takes_make_one_job_per_combination_with_one_line_each(
     payloads = [s.payload for s in sim.simulator.submissions()]
     assert sorted(p["ratio"] for p in payloads) == ["16:9", "1:1", "1:1", "9:16", "9:16"]
     first = read_csv(sheet)[0]
-    assert first["status"].split("\n") == ["completed"] * 4
-    assert len(set(first["request_id"].split("\n"))) == 4
+    names = ["9:16, take 1", "9:16, take 2", "1:1, take 1", "1:1, take 2"]
+    assert first["status"].split("\n") == [f"{n}: completed" for n in names]
+    ids = [line.split(": ", 1) for line in first["request_id"].split("\n")]
+    assert [n for n, _ in ids] == names and len({i for _, i in ids}) == 4
+    assert read_csv(sheet)[1]["status"] == "completed"  # a row's only job: a bare line
 
 
 def test_empty_cells_leave_fields_out_and_excel_numbers_and_booleans_are_coerced(
@@ -241,7 +244,7 @@ def test_with_a_job_id_adding_takes_later_keeps_the_job_that_already_ran(
     assert result.returncode == 0, result.stderr
     assert len(sim.simulator.submissions()) == 4
     out = read_csv(sheet)
-    assert out[0]["request_id"].split("\n")[0] == first_ids[0]
+    assert out[0]["request_id"].split("\n")[0] == f"take 1: {first_ids[0]}"
     assert out[1]["request_id"] == first_ids[1]
     # --quiet still prints the final summary
     assert "4/4 done: 4 completed" in result.stdout

@@ -45,7 +45,7 @@ class _Stage:
 def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
     """Load+validate, resume a nearly-done ledger, write back every row; timed stages."""
     from batchgen import report, sheets
-    from batchgen.batch import bulk_allocations, load_batch
+    from batchgen.batch import bulk_allocations, load_batch, source_name
     from batchgen.config import build_config
     from batchgen.ledger import Ledger, ledger_url
     from batchgen.resume import resume
@@ -82,7 +82,8 @@ def _size_batchgen(sheet: Path, db: Path) -> dict[str, float]:
         record.error = "content moderation: the prompt was rejected (benchmark filler)"
     cells = report.sheet_cells(batch.plan, records)
     results = sheets.Results(
-        headers=list(report.RESULT_HEADERS), rows=report.results_rows(batch.plan, records)
+        headers=list(report.RESULT_HEADERS),
+        rows=report.results_rows(batch.plan, records, source=source_name(batch.table)),
     )
     with write:
         sheets.write_back(batch.table, cells, results=results)
