@@ -3,9 +3,10 @@
 openpyxl would drop formula cached values, charts and images, and is slow on big sheets,
 so the writer edits the worksheet XML as text and copies every other zip entry unchanged.
 `book` reads the package, `worksheet` finds and patches rows, `package` adds the results
-sheet and writes the new zip; `markup` holds the XML helpers they share; `bounds` checks a
-workbook against batchgen's size limits before anything reads it; `rowmarks` finds the
-rows that are not plain data (a Table's totals rows, hidden rows).
+sheet and writes the new zip; `styles` copies cell styles so multi-line cells wrap; `markup`
+holds the XML helpers they share; `bounds` checks a workbook against batchgen's size limits
+before anything reads it; `rowmarks` finds the rows that are not plain data (a Table's
+totals rows, hidden rows).
 """
 
 from batchgen._xlsx.book import Book, SheetRef, open_book, read_part
@@ -18,6 +19,7 @@ from batchgen._xlsx.package import (
     results_sheet_xml,
 )
 from batchgen._xlsx.rowmarks import HIDDEN_BY_HAND, Filter, RowMarks, row_marks
+from batchgen._xlsx.styles import WrapStyles
 from batchgen._xlsx.worksheet import SheetXml, parse_sheet, patch_sheet, style_of
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "RowMarks",
     "SheetRef",
     "SheetXml",
+    "WrapStyles",
     "XlsxError",
     "check_package",
     "check_worksheet",

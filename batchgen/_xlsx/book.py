@@ -15,6 +15,7 @@ from batchgen._xlsx.markup import (
     NS_REL,
     REL_CALC_CHAIN,
     REL_OFFICE_DOC,
+    REL_STYLES,
     ZIP_ERRORS,
     XlsxError,
 )
@@ -45,6 +46,7 @@ class Book:
     ctypes_xml: str
     sheets: list[SheetRef]
     calc_chain: str | None
+    styles_part: str | None = None  # xl/styles.xml, where the workbook has one
 
 
 def _read_text(zf: zipfile.ZipFile, name: str) -> str:
@@ -116,9 +118,12 @@ def open_book(data: bytes) -> Book:
         raise XlsxError("is saved as Strict Open XML; save it as a normal Excel Workbook (.xlsx)")
     sheets: list[SheetRef] = []
     calc_chain: str | None = None
+    styles_part: str | None = None
     for rel_type, target in rels.values():
         if rel_type == REL_CALC_CHAIN:
             calc_chain = by_lower.get(_resolve(workbook_part, target).lower())
+        if rel_type == REL_STYLES:
+            styles_part = by_lower.get(_resolve(workbook_part, target).lower())
     for el in wb_root.iter(f"{{{NS_MAIN}}}sheet"):
         rel_type, target = rels.get(el.get(f"{{{NS_REL}}}id", ""), ("", ""))
         part = by_lower.get(_resolve(workbook_part, target).lower()) if target else None
@@ -141,6 +146,7 @@ def open_book(data: bytes) -> Book:
         ctypes_xml=ctypes_xml,
         sheets=sheets,
         calc_chain=calc_chain,
+        styles_part=styles_part,
     )
 
 

@@ -14,6 +14,7 @@ NS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 NS_PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
 REL_WORKSHEET = NS_REL + "/worksheet"
 REL_CALC_CHAIN = NS_REL + "/calcChain"
+REL_STYLES = NS_REL + "/styles"
 REL_OFFICE_DOC = NS_REL + "/officeDocument"
 CT_WORKSHEET = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
 # One XML attribute list; quoted values may contain '>' so they are matched whole.

@@ -181,9 +181,11 @@ def repackage(
     results_name: str | None,
     results_xml: Iterable[bytes] | None,
     drop_calc_chain: bool,
+    parts: dict[str, bytes] | None = None,
 ) -> bytes:
-    """Build the new package: every entry copied unchanged except the parts we patch."""
-    replaced: dict[str, bytes | Iterable[bytes]] = {sheet_part: sheet_xml}
+    """Build the new package: every entry copied unchanged except the parts we patch (the
+    sheet, the results sheet, and `parts`: other existing parts by name, e.g. the styles)."""
+    replaced: dict[str, bytes | Iterable[bytes]] = {**(parts or {}), sheet_part: sheet_xml}
     changed_text: dict[str, str] = {}
     new_part: str | None = None
     if results_xml is not None and results_name is not None:

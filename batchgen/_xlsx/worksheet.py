@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from batchgen._xlsx.markup import (
@@ -151,21 +152,34 @@ def _last_cell_col(content: str, prefix: str) -> int | None:
     return -1
 
 
+Wrap = Callable[[str | None], str | None]  # a cell's style → the style that wraps its text
+
+
 def _patch_row(
     sheet: SheetXml,
     span: tuple[int, int, int, int] | None,
     row_num: int,
     values: dict[int, str],
     new_style: str | None,
+    wrap: Wrap | None = None,
 ) -> tuple[str, bool]:
-    """Set the cells of one <row> at the given columns; return (new xml, a formula was removed)."""
+    """Set the cells of one <row> at the given columns; return (new xml, a formula was removed).
+
+    A value of several lines gets the style `wrap` makes of its cell's style.
+    """
     prefix = sheet.prefix
+
+    def styled(style: str | None, value: str) -> str | None:
+        return wrap(style) if wrap is not None and "\n" in value else style
+
     attrs, content = _row_parts(sheet, span, row_num)
     last = _last_cell_col(content, prefix)
     if last is not None and last < min(values):
         # Common case: every output cell goes after the row's last cell.
         new = [
-            cell_xml(prefix, f"{col_letter(col)}{row_num}", new_style, values[col])
+            cell_xml(
+                prefix, f"{col_letter(col)}{row_num}", styled(new_style, values[col]), values[col]
+            )
             for col in sorted(values)
             if values[col] or new_style is not None
         ]
@@ -193,7 +207,7 @@ def _patch_row(
             value = pending.pop(col)
             if not value and style is None:
                 continue  # an empty unstyled cell is the same as no cell
-            xml = cell_xml(prefix, f"{col_letter(col)}{row_num}", style, value)
+            xml = cell_xml(prefix, f"{col_letter(col)}{row_num}", styled(style, value), value)
         elif ref is None:
             # Explicit r keeps this cell in place once new cells are inserted before it.
             at = cm.start() + len(prefix) + 2
@@ -206,7 +220,8 @@ def _patch_row(
     for col, value in pending.items():
         if value or new_style is not None:
             added = True
-            cells.append((col, cell_xml(prefix, f"{col_letter(col)}{row_num}", new_style, value)))
+            ref = f"{col_letter(col)}{row_num}"
+            cells.append((col, cell_xml(prefix, ref, styled(new_style, value), value)))
     cells.sort(key=lambda c: c[0])
     if added:
         attrs = drop_attr(attrs, "spans")
@@ -259,11 +274,13 @@ def patch_sheet(
     *,
     header_row: int,
     header_style: str | None,
+    wrap: Wrap | None = None,
 ) -> tuple[list[str], bool]:
     """Apply `writes` (row → column → text); return (the new text in pieces, a formula cell
     was overwritten). Pieces, not one string: a 100,000-row sheet is then never held whole
     twice over (joined, then encoded) on top of the original."""
-    # New header cells get header_style; an overwritten formula means calcChain.xml must go.
+    # New header cells get header_style, values of several lines the style `wrap` makes of
+    # their cell's; an overwritten formula means calcChain.xml must go.
     text = sheet.text
     p = sheet.prefix
     out: list[str] = []
@@ -290,13 +307,13 @@ def patch_sheet(
         if i < len(sheet.row_nums) and sheet.row_nums[i] == row_num:
             span = sheet.row_spans[i]
             start, end = span[0], span[3]
-            row_xml, removed = _patch_row(sheet, span, row_num, values, style)
+            row_xml, removed = _patch_row(sheet, span, row_num, values, style, wrap)
             removed_formula = removed_formula or removed
         else:
             start = end = sheet.row_spans[i][0] if i < len(sheet.row_nums) else sheet.data_close
             if sheet.self_closing:
                 start = end = cursor
-            row_xml, _ = _patch_row(sheet, None, row_num, values, style)
+            row_xml, _ = _patch_row(sheet, None, row_num, values, style, wrap)
         out.append(text[cursor:start])
         out.append(row_xml)
         cursor = end

@@ -7,6 +7,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchgen import _csvfile, _outputcols
 from batchgen._text import strip_illegal
@@ -19,6 +20,9 @@ from batchgen.sheets._table import (
     Table,
     _fail,
 )
+
+if TYPE_CHECKING:  # imported where an .xlsx is written: a CSV run does without it
+    from batchgen import _xlsx
 
 # --------------------------------------------------------------------------- writing
 
@@ -217,9 +221,18 @@ def _patched_workbook(
     last_header = max((i for i, h in enumerate(table.headers) if h.strip()), default=0)
     try:
         header_style = _xlsx.style_of(sheet, table.header_row, last_header)
+        styles = _wrap_styles(book, writes)
         pieces, removed_formula = _xlsx.patch_sheet(
-            sheet, writes, header_row=table.header_row, header_style=header_style
+            sheet,
+            writes,
+            header_row=table.header_row,
+            header_style=header_style,
+            wrap=styles.wrapped if styles is not None else None,
         )
+        parts = {}
+        if styles is not None and styles.changed:
+            assert book.styles_part is not None
+            parts[book.styles_part] = styles.xml().encode("utf-8")
         results_xml = None
         if results is not None:
             results_xml = _xlsx.results_sheet_xml(list(results.headers), results.rows)
@@ -230,9 +243,21 @@ def _patched_workbook(
             results_name=RESULTS_SHEET,
             results_xml=results_xml,
             drop_calc_chain=removed_formula,
+            parts=parts,
         )
     except _xlsx.XlsxError as exc:
         raise _fail(table.path, str(exc)) from exc
+
+
+def _wrap_styles(book: _xlsx.Book, writes: dict[int, dict[int, str]]) -> _xlsx.WrapStyles | None:
+    """The workbook's cell styles, when a cell of several lines (one per job) must wrap."""
+    from batchgen import _xlsx
+
+    if book.styles_part is None:
+        return None  # no styles part: a workbook that simple shows every cell plain
+    if not any("\n" in value for row in writes.values() for value in row.values()):
+        return None
+    return _xlsx.WrapStyles(_xlsx.read_part(book, book.styles_part))
 
 
 def _atomic_write(target: Path, data: bytes, default_mode: int) -> None:
