@@ -99,3 +99,28 @@ class SheetPlan:
         """Models of this plan's jobs without a price (their cost is unknown)."""
         ids = {job.model_id for job in self.jobs if job.estimated_cost is None}
         return [self.models[i] for i in sorted(ids) if i in self.models]
+
+
+# as a person says a variant: 9:16, 1080p, 5s (then any other field, by name)
+_ROLE_ORDER = ("ratio", "resolution", "duration")
+
+
+def variant_values(model: ModelSpec, varied: dict[str, Any]) -> list[str]:
+    """How the values that set a row's job apart read in its name: `9:16`, `1080p`, `5s`,
+    else `seed 7`; ratio first, then resolution, duration and the rest."""
+
+    def place(name: str) -> int:
+        role = model.role_of(name)
+        return _ROLE_ORDER.index(role) if role in _ROLE_ORDER else len(_ROLE_ORDER)
+
+    names = []
+    for name in sorted(varied, key=place):
+        role, value = model.role_of(name), varied[name]
+        names.append(
+            str(value)
+            if role in ("ratio", "resolution")
+            else f"{value}s"
+            if role == "duration"
+            else f"{name} {value}"
+        )
+    return names

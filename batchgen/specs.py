@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from batchgen.models import (
 from batchgen.plan import JobSpec as JobSpec
 from batchgen.plan import Problem as Problem
 from batchgen.plan import SheetPlan as SheetPlan
+from batchgen.plan import variant_values
 
 MAX_TAKES = 100
 
@@ -327,7 +328,7 @@ def _expand(
         normalised = {n: payload.get(n, s.default) for n, s in model.fields.items()}
         varied = [n for n in names if len(choices[n]) > 1]
         label = ", ".join(f"{n}={payload[n]}" for n in varied)
-        values = [value_name(model, n, payload[n]) for n in sorted(varied, key=_name_order(model))]
+        values = variant_values(model, {n: payload[n] for n in varied})
         for take in range(1, takes + 1):
             took = f"take {take}" if takes > 1 else ""
             # `ratio=9:16, take 2`: in keys (never changed: a new key is a new, paid job)
@@ -351,29 +352,6 @@ def _expand(
                 JobSpec(key, number, model.model_id, payload, take, shown, cost, model.name, former)
             )
     return jobs
-
-
-_ROLE_ORDER = ("ratio", "resolution", "duration")  # as a person says a variant: 9:16, 1080p, 5s
-
-
-def _name_order(model: ModelSpec) -> Callable[[str], int]:
-    """A field's place in a variant's name: ratio, resolution, duration, then the rest."""
-
-    def place(name: str) -> int:
-        role = model.role_of(name)
-        return _ROLE_ORDER.index(role) if role in _ROLE_ORDER else len(_ROLE_ORDER)
-
-    return place
-
-
-def value_name(model: ModelSpec, name: str, value: Any) -> str:
-    """How a variant's value reads in its name: `9:16`, `1080p`, `5s`, else `seed 7`."""
-    role = model.role_of(name)
-    if role in ("ratio", "resolution"):
-        return str(value)
-    if role == "duration":
-        return f"{value}s"
-    return f"{name} {value}"
 
 
 _COSTS: dict[tuple[int, str, tuple[Any, ...]], float | None] = {}
