@@ -360,3 +360,44 @@ def test_a_workbook_saved_by_libreoffice_wraps_and_opens_in_libreoffice(
     seen = read_csv(tmp_path / "lo" / "ads.csv")
     assert seen[0]["status"] == "9:16: completed\n1:1: completed"
     assert seen[1]["status"].split("\n")[0] == "9:16, 480p: completed"
+
+
+def test_a_workbook_without_a_styles_part_gets_one_so_its_cells_wrap(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    # as some minimal generators write it: no xl/styles.xml, every cell plain
+    made = tmp_path / "made.xlsx"
+    book = xlsxwriter.Workbook(str(made))
+    ws = book.add_worksheet("Ads")
+    ws.write_row(0, 0, ["prompt", "first_frame_image_url", "ratio"])
+    ws.write_row(1, 0, ["Sneaker", IMAGE, "9:16|1:1"])
+    ws.write_row(2, 0, ["Watch", IMAGE, "1:1"])
+    book.close()
+    parts = _parts(made)
+    del parts["xl/styles.xml"]
+    parts["xl/_rels/workbook.xml.rels"] = re.sub(
+        rb"<Relationship [^>]*styles\.xml\"/>", b"", parts["xl/_rels/workbook.xml.rels"]
+    )
+    parts["[Content_Types].xml"] = re.sub(
+        rb"<Override PartName=\"/xl/styles\.xml\"[^>]*/>", b"", parts["[Content_Types].xml"]
+    )
+    sheet = tmp_path / "ads.xlsx"
+    with zipfile.ZipFile(sheet, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
+    assert b"styles" not in parts["[Content_Types].xml"]
+
+    result = run_cli(["run", sheet], sim)
+
+    assert result.returncode == 0, result.stderr
+    after = _parts(sheet)
+    assert (
+        b'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles'
+        in (after["[Content_Types].xml"])
+    )
+    assert len(_cell_xfs(after["xl/styles.xml"])) == 2  # the plain style, and it wrapping
+    ws2 = load_workbook(sheet)["Ads"]
+    status = [c.value for c in ws2[1]].index("status")
+    cells = [row[status] for row in ws2.iter_rows(min_row=2)]
+    assert cells[0].value == "9:16: completed\n1:1: completed"
+    assert [c.alignment.wrap_text or False for c in cells] == [True, False]

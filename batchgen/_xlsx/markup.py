@@ -17,6 +17,7 @@ REL_CALC_CHAIN = NS_REL + "/calcChain"
 REL_STYLES = NS_REL + "/styles"
 REL_OFFICE_DOC = NS_REL + "/officeDocument"
 CT_WORKSHEET = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
+CT_STYLES = "application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"
 # One XML attribute list; quoted values may contain '>' so they are matched whole.
 ATTRS = r"(?:[^>\"']|\"[^\"]*\"|'[^']*')*?"
 _REF_RE = re.compile(r"^\$?([A-Za-z]{1,3})\$?(\d+)$")

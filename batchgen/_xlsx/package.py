@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterable, Iterator
 from batchgen._xlsx.book import Book
 from batchgen._xlsx.markup import (
     ATTRS,
+    CT_STYLES,
     CT_WORKSHEET,
     NS_MAIN,
     NS_REL,
     REL_CALC_CHAIN,
+    REL_STYLES,
     REL_WORKSHEET,
     ZIP_ERRORS,
     XlsxError,
@@ -134,6 +136,34 @@ def _add_results_sheet(book: Book, name: str) -> tuple[str, dict[str, str]]:
     }
 
 
+def _add_styles_part(book: Book, changed: dict[str, str]) -> str:
+    """Register a styles part for a workbook that has none; its part name (`changed` gets
+    the relationships and content types that name it)."""
+    taken = {n.lower() for n in book.names}
+    part, n = "xl/styles.xml", 1
+    while part in taken:
+        n += 1
+        part = f"xl/styles{n}.xml"
+    rels = changed.get(book.rels_part, book.rels_xml)
+    rel_ids = set(re.findall(r"\sId\s*=\s*[\"']([^\"']+)", rels))
+    k = len(rel_ids) + 1
+    while f"rId{k}" in rel_ids:
+        k += 1
+    target = posixpath.relpath(part, posixpath.dirname(book.workbook_part) or ".")
+    changed[book.rels_part] = _insert_before_close(
+        rels,
+        "Relationships",
+        f'<{{p}}Relationship Id="rId{k}" Type="{REL_STYLES}" Target="{target}"/>',
+    )
+    ct_name = _ctypes_name(book)
+    changed[ct_name] = _insert_before_close(
+        changed.get(ct_name, book.ctypes_xml),
+        "Types",
+        f'<{{p}}Override PartName="/{part}" ContentType="{CT_STYLES}"/>',
+    )
+    return part
+
+
 def _ctypes_name(book: Book) -> str:
     """The exact zip name of [Content_Types].xml."""
     return next(n for n in book.names if n.lower() == "[content_types].xml")
@@ -182,9 +212,11 @@ def repackage(
     results_xml: Iterable[bytes] | None,
     drop_calc_chain: bool,
     parts: dict[str, bytes] | None = None,
+    new_styles: bytes | None = None,
 ) -> bytes:
     """Build the new package: every entry copied unchanged except the parts we patch (the
-    sheet, the results sheet, and `parts`: other existing parts by name, e.g. the styles)."""
+    sheet, the results sheet, and `parts`: other existing parts by name, e.g. the styles);
+    `new_styles` is a styles part for a workbook that has none."""
     replaced: dict[str, bytes | Iterable[bytes]] = {**(parts or {}), sheet_part: sheet_xml}
     changed_text: dict[str, str] = {}
     new_part: str | None = None
@@ -194,6 +226,9 @@ def repackage(
             new_part, changed_text = _add_results_sheet(book, results_name)
         else:
             replaced[existing] = results_xml
+    added: dict[str, bytes] = {}
+    if new_styles is not None and book.styles_part is None:
+        added[_add_styles_part(book, changed_text)] = new_styles
     skip: set[str] = set()
     if drop_calc_chain and book.calc_chain is not None:
         _drop_calc_chain(book, changed_text)
@@ -215,6 +250,8 @@ def repackage(
                 _write_entry(dst, _copy_info(info), data)
             if new_part is not None and results_xml is not None:
                 _write_entry(dst, _copy_info(zipfile.ZipInfo(new_part)), results_xml)
+            for name, data in added.items():
+                _write_entry(dst, _copy_info(zipfile.ZipInfo(name)), data)
     except ZIP_ERRORS as exc:
         raise XlsxError(f"cannot patch: {exc}") from exc
     return buf.getvalue()

@@ -10,16 +10,34 @@ from __future__ import annotations
 
 import re
 
-from batchgen._xlsx.markup import ATTRS, attr, drop_attr
+from batchgen._xlsx.markup import ATTRS, NS_MAIN, attr, drop_attr
 
 _CELL_XFS_RE = re.compile(r"<([\w.-]+:)?cellXfs(?=[\s/>])(" + ATTRS + r")(/?)>", re.S)
 _WRAPS_RE = re.compile(r"\swrapText\s*=\s*[\"'](?:1|true)[\"']")
+# The styles part of a workbook that has none (every cell plain), as Excel's defaults are
+PLAIN_STYLES = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    f'<styleSheet xmlns="{NS_MAIN}"><fonts count="1"><font><sz val="11"/>'
+    '<name val="Calibri"/><family val="2"/></font></fonts><fills count="2"><fill>'
+    '<patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/>'
+    '</fill></fills><borders count="1"><border><left/><right/><top/><bottom/><diagonal/>'
+    '</border></borders><cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" '
+    'borderId="0"/></cellStyleXfs><cellXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" '
+    'borderId="0" xfId="0"/></cellXfs><cellStyles count="1"><cellStyle name="Normal" '
+    'xfId="0" builtinId="0"/></cellStyles></styleSheet>'
+)
 
 
 class WrapStyles:
-    """The workbook's cell styles, and the wrapping copies made of them so far."""
+    """The workbook's cell styles, and the wrapping copies made of them so far.
 
-    def __init__(self, xml: str) -> None:
+    `xml` is the workbook's styles part; None for a workbook without one (a plain one is
+    then made, to be added as a new part).
+    """
+
+    def __init__(self, xml: str | None) -> None:
+        self.new_part = xml is None
+        xml = PLAIN_STYLES if xml is None else xml
         self._xml = xml
         self._made: dict[str | None, str | None] = {}  # original s → the s that wraps
         self._added: list[str] = []  # new <xf> elements, in index order

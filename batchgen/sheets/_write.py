@@ -229,10 +229,12 @@ def _patched_workbook(
             header_style=header_style,
             wrap=styles.wrapped if styles is not None else None,
         )
-        parts = {}
+        parts, new_styles = {}, None
         if styles is not None and styles.changed:
-            assert book.styles_part is not None
-            parts[book.styles_part] = styles.xml().encode("utf-8")
+            if book.styles_part is None:
+                new_styles = styles.xml().encode("utf-8")
+            else:
+                parts[book.styles_part] = styles.xml().encode("utf-8")
         results_xml = None
         if results is not None:
             results_xml = _xlsx.results_sheet_xml(list(results.headers), results.rows)
@@ -244,6 +246,7 @@ def _patched_workbook(
             results_xml=results_xml,
             drop_calc_chain=removed_formula,
             parts=parts,
+            new_styles=new_styles,
         )
     except _xlsx.XlsxError as exc:
         raise _fail(table.path, str(exc)) from exc
@@ -253,10 +256,10 @@ def _wrap_styles(book: _xlsx.Book, writes: dict[int, dict[int, str]]) -> _xlsx.W
     """The workbook's cell styles, when a cell of several lines (one per job) must wrap."""
     from batchgen import _xlsx
 
-    if book.styles_part is None:
-        return None  # no styles part: a workbook that simple shows every cell plain
     if not any("\n" in value for row in writes.values() for value in row.values()):
         return None
+    if book.styles_part is None:  # a workbook that plain: a styles part is added
+        return _xlsx.WrapStyles(None)
     return _xlsx.WrapStyles(_xlsx.read_part(book, book.styles_part))
 
 
