@@ -339,3 +339,13 @@ def _sqlite_revision(cursor: Any) -> str | None:
     cursor.execute(f"SELECT version_num FROM {VERSION_TABLE}")
     row = cursor.fetchone()
     return row[0] if row is not None else None
+
+
+def is_sqlite_url(url: str) -> bool:
+    """Whether `url` names a SQLite ledger."""
+    return _SQLITE_URL.match(url) is not None
+
+
+def sqlite_path(url: str) -> str:
+    """The absolute path of a SQLite URL's file (LedgerError when it names none)."""
+    return _sqlite_path(url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from batchgen.errors import (
     ApiPermanentError,
     ApiTransientError,
     AuthError,
+    LedgerError,
 )
 from batchgen.ledger import CancelRequests, JobRecord, Ledger, LockInfo
 
@@ -51,6 +53,8 @@ def cancel_batch(config: RunConfig) -> CancelReport:
     token = token_from_env()
     ledger = open_ledger(config)
     try:
+        # jobs may be cancelled: no sheet's rerun mark holds (see batchgen.rerunmark)
+        ledger.forget_rerun_marks()
         set_aside_hidden(batch, ledger)
         holder = ledger.live_lock_holder(batch.scope)
         done_before: set[str] = set()
@@ -85,7 +89,11 @@ def cancel_batch(config: RunConfig) -> CancelReport:
         if ledger.live_lock_holder(batch.scope) is None:
             write_sheet(batch, records)  # else the run in progress writes it
     finally:
-        ledger.close()
+        try:
+            with contextlib.suppress(LedgerError):
+                ledger.forget_rerun_marks()  # and none made meanwhile either
+        finally:
+            ledger.close()
     return result
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from batchgen._database import sqlite_url
+from batchgen._database import is_sqlite_url, sqlite_path, sqlite_url
 from batchgen._records import Claim, JobRecord, JobStore
+from batchgen._rerunmarks import RerunMarks
 from batchgen._runlocks import HOST, STALE_LOCK_SECONDS, CancelRequests, LockInfo, RunLocks
+from batchgen.errors import LedgerError
 
 __all__ = [
     "HOST",
@@ -27,8 +29,8 @@ __all__ = [
 ]
 
 
-class Ledger(JobStore, RunLocks):
-    """A ledger database (migrated to the newest schema when opened): jobs, plan marks, locks."""
+class Ledger(JobStore, RunLocks, RerunMarks):
+    """A ledger database (migrated to the newest schema when opened): jobs, marks, locks."""
 
 
 def ledger_url(db: str | None, sheet: Path) -> str:
@@ -39,3 +41,13 @@ def ledger_url(db: str | None, sheet: Path) -> str:
     if "://" in value:
         return value
     return sqlite_url(str(Path(value).expanduser().resolve()))
+
+
+def ledger_exists(url: str) -> bool:
+    """Whether a ledger may be there to open: a SQLite file that exists, or a server's URL."""
+    if not is_sqlite_url(url):
+        return True
+    try:
+        return Path(sqlite_path(url)).is_file()
+    except LedgerError:
+        return False

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from batchgen import officelock, paths, report, sheets
+from batchgen import officelock, paths, report, rerunmark, sheets
 from batchgen.batch import (
     Batch,
     CheckResult,
@@ -45,7 +45,7 @@ from batchgen.errors import (
     LedgerError,
     SheetError,
 )
-from batchgen.ledger import CancelRequests, JobRecord, Ledger
+from batchgen.ledger import CancelRequests, JobRecord, Ledger, ledger_exists, ledger_url
 from batchgen.pool import CancelHooks, EngineOptions, Events, Pool
 from batchgen.resume import Resume, resume
 from batchgen.sheetlock import SheetLock
@@ -72,6 +72,8 @@ log = logging.getLogger("batchgen")
 # POSTs awaiting their answer at once: enough to hide two group commits per submit, few
 # enough that a crash leaves at most this many jobs in doubt (`unknown`)
 SUBMITS_IN_FLIGHT = 48
+# the calls ApiClient counts: a quick rerun reports none of each, as a run that made none does
+CALL_KINDS = ("submit", "status", "result", "cancel")
 
 
 @dataclass
@@ -87,16 +89,30 @@ class RunResult:
     cancelled_by: str | None = None  # who stopped it with `batchgen cancel`
 
 
-def refuse_unsure_headers(batch: Batch) -> None:
-    """Say how headers were read; refuse (before anything is paid) headers that need a word."""
+def refuse_unsure_headers(batch: Batch, *, say: bool = True) -> list[tuple[int, str]]:
+    """Say how headers were read; refuse (before anything is paid) headers that need a word.
+
+    Returns what is said, (level, message): a rerun mark repeats it (see rerunmark). With
+    `say` false it was said already (by a quick rerun that found the sheet changed).
+    """
     columns = batch.plan.columns
     name = batch.config.sheet.name
+    notes: list[tuple[int, str]] = []
     if columns.mapped:
-        log.info("%s: headers read as inputs: %s", name, ", ".join(map(str, columns.mapped)))
+        mapped = ", ".join(map(str, columns.mapped))
+        notes.append((logging.INFO, f"{name}: headers read as inputs: {mapped}"))
     if columns.unsure:
+        _say(notes if say else [])
         raise SheetError(f"{name}: {columns.unsure_text()}; nothing was sent")
     if sheets.output_plan(batch.table).kept:
-        log.warning("%s: %s", name, report.output_columns_text(batch.table))
+        notes.append((logging.WARNING, f"{name}: {report.output_columns_text(batch.table)}"))
+    _say(notes if say else [])
+    return notes
+
+
+def _say(notes: list[tuple[int, str]]) -> None:
+    for level, message in notes:
+        log.log(level, "%s", message)
 
 
 def download_name(batch: Batch) -> Callable[[JobRecord], str]:
@@ -123,8 +139,12 @@ def run_batch(
     config: RunConfig, *, events: Events, observer: Any = None, token: str | None = None
 ) -> RunResult:
     """Run a sheet end to end; the sheet is written during the run and at the end."""
+    settings = rerunmark.settings_digest(config)  # before the sheet and models are read
+    quick = _quick_rerun(config, settings, observer=observer, token=token)
+    if isinstance(quick, RunResult):
+        return quick
     batch = load_batch(config)
-    refuse_unsure_headers(batch)
+    notes = refuse_unsure_headers(batch, say=quick is None)
     # a hidden row is set aside, so it cannot make the sheet invalid
     invalid = [p for row, p in batch.plan.invalid.items() if row not in batch.plan.hidden]
     if config.strict and invalid:
@@ -145,13 +165,71 @@ def run_batch(
     # one run per sheet file on this machine, by whatever path or ledger (see sheetlock)
     sheet_lock = SheetLock.acquire(config.sheet)
     try:
-        return _run_locked(batch, sheet_lock, events=events, observer=observer, token=token)
+        marking = rerunmark.Marking(settings, notes)
+        return _run_locked(
+            batch, sheet_lock, events=events, observer=observer, token=token, marking=marking
+        )
     finally:
         sheet_lock.release()
 
 
+def _quick_rerun(
+    config: RunConfig, settings: str | None, *, observer: Any, token: str | None
+) -> RunResult | bool | None:
+    """A rerun with nothing to do, answered from the ledger's rerun mark (see rerunmark).
+
+    None: no mark applies, take the whole way; False: the same, the header notes said.
+    """
+    if settings is None or config.output is not None or config.download is not None:
+        return None
+    digest = rerunmark.current_digest(config, settings)
+    if digest is None or not ledger_exists(ledger_url(config.db, config.sheet)):
+        return None
+    scope = str(config.sheet.resolve())
+    ledger = open_ledger(config)
+    try:
+        mark = rerunmark.matching_mark(ledger, scope, digest)
+        if mark is None or (mark.unpriced and config.max_cost is not None):
+            return None
+        # what the whole way does before it locks the sheet, in its order
+        _say(mark.notes)
+        token = check_token(token) if token else token_from_env()
+        target = Path(config.sheet)
+        sheets.check_writable_file(target, sheets.kind_of(target))
+        officelock.refuse_if_open(target, paths.shown(target))
+        sheet_lock = SheetLock.acquire(config.sheet)
+        try:
+            run_id = uuid.uuid4().hex
+            ledger.acquire_lock(scope, run_id=run_id)
+            try:
+                if rerunmark.matching_mark(ledger, scope, digest) is None:
+                    return False  # a run came and went since the first look
+                _say_removed(sheets.remove_stale_temp_files_of(target, sheets.kind_of(target)))
+                outcome = mark.result_outcome()
+                if observer is not None:
+                    observer.start(rerunmark.Marked(config, mark.row_count), outcome)
+            finally:
+                try:
+                    with contextlib.suppress(LedgerError):
+                        CancelRequests(ledger).forget(run_id)
+                finally:
+                    ledger.release_lock(scope, run_id=run_id)
+        finally:
+            sheet_lock.release()
+    finally:
+        ledger.close()
+    calls = dict.fromkeys(CALL_KINDS, 0)
+    return RunResult(outcome, EXIT_OK, target, calls=calls)
+
+
 def _run_locked(
-    batch: Batch, sheet_lock: SheetLock, *, events: Events, observer: Any, token: str
+    batch: Batch,
+    sheet_lock: SheetLock,
+    *,
+    events: Events,
+    observer: Any,
+    token: str,
+    marking: rerunmark.Marking,
 ) -> RunResult:
     """run_batch, with the sheet file locked."""
     config = batch.config
@@ -159,6 +237,10 @@ def _run_locked(
     run_id = uuid.uuid4().hex
     ledger.acquire_lock(batch.scope, run_id=run_id)
     try:
+        # this run may change job records: no sheet's rerun mark holds until it has ended;
+        # and it marks its own sheet only if no other run or cancel started or ended since
+        ledger.forget_rerun_marks()
+        marking.generation = ledger.rerun_generation()  # before any record is read
         _remove_stale_temp_files(batch)
         with bulk_allocations():
             shown = Shown(batch.table, output=config.output)
@@ -194,15 +276,27 @@ def _run_locked(
             if not any(record.request_id for record in records.values()):
                 raise  # nothing was paid for: nothing could start
             unwritten, written = exc, None
+        outcome = report.outcome(batch.plan, records)
+        ended_clean = unread is None and unwritten is None and not pool.notices
+        ended_clean &= pool.fatal is None and pool.stop_signal is None
+        ended_clean &= pool.cancelled_by is None and pool.gave_up is None
+        marking.ready(batch, outcome, ended_clean=ended_clean and not ledger.lost)
     finally:
         try:
             with contextlib.suppress(LedgerError):  # never hide why the run ended
                 CancelRequests(ledger).forget(run_id)
+            with contextlib.suppress(LedgerError):
+                if not ledger.lost:  # marks forgotten again: this run may have changed jobs
+                    ledger.forget_rerun_marks(
+                        scope=batch.scope if marking.digest else None,
+                        generation=marking.generation,
+                        digest=marking.digest,
+                        body=marking.body,
+                    )
         finally:
             if not ledger.lost:  # a deleted ledger has no lock left to release
                 ledger.release_lock(batch.scope, run_id=run_id)
             ledger.close()
-    outcome = report.outcome(batch.plan, records)
     if pool.fatal is not None:
         raise pool.fatal
     if unread is not None:
@@ -233,7 +327,10 @@ def _run_locked(
 
 def _remove_stale_temp_files(batch: Batch) -> None:
     """Remove what an interrupted write-back left beside the sheet (the run holds its lock)."""
-    removed = sheets.remove_stale_temp_files(batch.table, output=batch.config.output)
+    _say_removed(sheets.remove_stale_temp_files(batch.table, output=batch.config.output))
+
+
+def _say_removed(removed: list[Path]) -> None:
     if removed:
         names = ", ".join(path.name for path in removed)
         log.info("removed temporary file(s) of an interrupted write-back: %s", names)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-SCHEMA_REVISION = "0005"  # the newest migration's revision
+SCHEMA_REVISION = "0006"  # the newest migration's revision
 VERSION_TABLE = "alembic_version"  # Alembic's bookkeeping table
 # PostgreSQL: the advisory lock that keeps two runs from building one new ledger at once
 _PG_MIGRATION_LOCK = 0x6261746368  # "batch"

@@ -6,7 +6,7 @@ at load time, so every write is a pure function of (loaded file, cells, results)
 calls are idempotent, and edits made to the file on disk during a run are overwritten.
 """
 
-from batchgen.sheets._read import load_sheet
+from batchgen.sheets._read import kind_of, load_sheet
 from batchgen.sheets._table import (
     HEADER_SCAN_ROWS,
     MAX_CELL_CHARS,
@@ -17,13 +17,16 @@ from batchgen.sheets._table import (
     Results,
     Row,
     Table,
+    content_digest,
 )
 from batchgen.sheets._write import (
     check_writable,
+    check_writable_file,
     output_plan,
     output_positions,
     read_worksheet,
     remove_stale_temp_files,
+    remove_stale_temp_files_of,
     results_path,
     write_back,
 )
@@ -39,11 +42,15 @@ __all__ = [
     "Row",
     "Table",
     "check_writable",
+    "check_writable_file",
+    "content_digest",
+    "kind_of",
     "load_sheet",
     "output_plan",
     "output_positions",
     "read_worksheet",
     "remove_stale_temp_files",
+    "remove_stale_temp_files_of",
     "results_path",
     "write_back",
 ]

@@ -22,6 +22,7 @@ from batchgen.sheets._table import (
     Row,
     Table,
     _fail,
+    content_digest,
 )
 
 if TYPE_CHECKING:
@@ -38,11 +39,14 @@ def load_sheet(
     """Read the first worksheet of an .xlsx (or `sheet_name`), or a .csv."""
     p = Path(path)
     data, mode = _read_file(p)
-    kind = _kind_of(p)
+    kind = kind_of(p)
     rule = header or HeaderRule()
     if kind == "csv":
-        return _load_csv(p, data, mode, rule, encoding)
-    return _load_xlsx(p, data, mode, sheet_name, rule)
+        table = _load_csv(p, data, mode, rule, encoding)
+    else:
+        table = _load_xlsx(p, data, mode, sheet_name, rule)
+    table.loaded_digest = content_digest(data)
+    return table
 
 
 def _read_file(p: Path) -> tuple[bytes, int]:
@@ -61,7 +65,7 @@ def _read_file(p: Path) -> tuple[bytes, int]:
     return data, mode
 
 
-def _kind_of(p: Path) -> str:
+def kind_of(p: Path) -> str:
     """'csv' or 'xlsx' from the file name."""
     suffix = p.suffix.lower()
     if suffix in _CSV_SUFFIXES:

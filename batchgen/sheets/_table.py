@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,10 @@ class Table:
     totals_rows: dict[int, str] = field(default_factory=dict)
     # data rows hidden (row → how: "by hand", "by the filter on column 'Status'", …)
     hidden_rows: dict[int, str] = field(default_factory=dict)
+    # the digest of the file's bytes as loaded, and of the bytes each write_back left in a
+    # file (by path): a rerun mark is set only when the two agree (see batchgen.rerunmark)
+    loaded_digest: str = field(default="", repr=False, compare=False)
+    written: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -83,6 +88,11 @@ class HeaderRule:
 
     row: int | None = None
     test: HeaderTest | None = None
+
+
+def content_digest(data: bytes) -> str:
+    """A file's identity by content: 32 hex digits of BLAKE2b."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _fail(path: Path, problem: str) -> SheetError:

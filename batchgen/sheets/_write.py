@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from batchgen import _csvfile, _outputcols
 from batchgen._text import strip_illegal
-from batchgen.sheets._read import _kind_of, _read_grid
+from batchgen.sheets._read import _read_grid, kind_of
 from batchgen.sheets._table import (
     _CHECK_PREFIX,
     OUTPUT_COLUMNS,
@@ -19,6 +19,7 @@ from batchgen.sheets._table import (
     Results,
     Table,
     _fail,
+    content_digest,
 )
 
 if TYPE_CHECKING:  # imported where an .xlsx is written: a CSV run does without it
@@ -34,8 +35,22 @@ def check_writable(table: Table, *, output: str | Path | None = None) -> None:
     otherwise be found out only after the jobs were paid for.
     """
     target = _target(table, output)
+    check_writable_file(target, table.kind)
+    if table.kind == "xlsx":
+        from batchgen import _xlsx
+
+        assert table._book is not None
+        try:
+            _xlsx.results_sheet_part(table._book, sheet_part=table._sheet_part, name=RESULTS_SHEET)
+        except _xlsx.XlsxError as exc:
+            raise _fail(table.path, str(exc)) from exc
+        _dry_patch(table)
+
+
+def check_writable_file(target: Path, kind: str) -> None:
+    """check_writable's part that depends on the file system only, not on the sheet's cells."""
     _refuse_read_only(target)
-    if table.kind == "csv":
+    if kind == "csv":
         _refuse_read_only(results_path(target))
     folder = target.parent
     try:
@@ -49,15 +64,6 @@ def check_writable(table: Table, *, output: str | Path | None = None) -> None:
             pass
     except OSError as exc:
         raise _fail(target, f"cannot write into {folder}: {exc.strerror or exc}") from exc
-    if table.kind == "xlsx":
-        from batchgen import _xlsx
-
-        assert table._book is not None
-        try:
-            _xlsx.results_sheet_part(table._book, sheet_part=table._sheet_part, name=RESULTS_SHEET)
-        except _xlsx.XlsxError as exc:
-            raise _fail(table.path, str(exc)) from exc
-        _dry_patch(table)
 
 
 def _dry_patch(table: Table) -> None:
@@ -100,9 +106,14 @@ def remove_stale_temp_files(table: Table, *, output: str | Path | None = None) -
     Only batchgen's own names are touched: `.NAME.XXXXXXXX.tmp` of the sheet (or `output`)
     and of its results file. Call it holding the sheet's run lock, so none is being written.
     """
-    target = Path(os.path.realpath(_target(table, output)))
+    return remove_stale_temp_files_of(_target(table, output), table.kind)
+
+
+def remove_stale_temp_files_of(target: Path, kind: str) -> list[Path]:
+    """remove_stale_temp_files, for the sheet file `target` of `kind` ("csv" or "xlsx")."""
+    target = Path(os.path.realpath(target))
     names = [target.name]
-    if table.kind == "csv":
+    if kind == "csv":
         names.append(results_path(target).name)
     pattern = re.compile("|".join(rf"\.{re.escape(n)}\.[a-z0-9_]{{8}}\.tmp" for n in names))
     removed: list[Path] = []
@@ -121,7 +132,7 @@ def remove_stale_temp_files(table: Table, *, output: str | Path | None = None) -
 def _target(table: Table, output: str | Path | None) -> Path:
     """Where write_back writes: `output`, else the sheet itself (of the same kind)."""
     target = Path(output) if output is not None else table.path
-    kind = _kind_of(target)
+    kind = kind_of(target)
     if kind != table.kind or (
         kind == "xlsx" and target.suffix.lower() != table.path.suffix.lower()
     ):
@@ -146,15 +157,13 @@ def write_back(
         # nothing batchgen writes into a CSV may open as a formula (the xlsx holds inline text)
         inert = _csvfile.neutralise
         writes = {n: {c: inert(v) for c, v in row.items()} for n, row in writes.items()}
-        _atomic_write(target, doc.encode(_csvfile.patch(doc, writes)), table._mode)
+        _atomic_write(target, doc.encode(_csvfile.patch(doc, writes)), table)
         if results is not None:
             table_rows: list[list[object]] = [list(results.headers), *results.rows]
             rows = [[inert(_clean(v)) if isinstance(v, str) else v for v in r] for r in table_rows]
-            _atomic_write(
-                results_path(target), doc.encode(_csvfile.dump_rows(doc, rows)), table._mode
-            )
+            _atomic_write(results_path(target), doc.encode(_csvfile.dump_rows(doc, rows)), table)
         return target
-    _atomic_write(target, _patched_workbook(table, writes, results), table._mode)
+    _atomic_write(target, _patched_workbook(table, writes, results), table)
     return target
 
 
@@ -263,8 +272,10 @@ def _wrap_styles(book: _xlsx.Book, writes: dict[int, dict[int, str]]) -> _xlsx.W
     return _xlsx.WrapStyles(_xlsx.read_part(book, book.styles_part))
 
 
-def _atomic_write(target: Path, data: bytes, default_mode: int) -> None:
-    """Write via a temp file in the same directory, fsync, then os.replace."""
+def _atomic_write(target: Path, data: bytes, table: Table) -> None:
+    """Write via a temp file in the same directory, fsync, then os.replace; note its digest."""
+    default_mode = table._mode
+    table.written.pop(str(target), None)  # known again only once the file holds `data`
     real = Path(os.path.realpath(target))  # replace a symlink's target, not the link
     _refuse_read_only(real)  # made read-only during the run: never replaced
     try:
@@ -272,6 +283,7 @@ def _atomic_write(target: Path, data: bytes, default_mode: int) -> None:
         if st is not None and st.st_size == len(data) and _holds(real, data):
             # nothing changed: leave the file untouched (a synced folder would upload it
             # again, an open Excel would say it changed on disk)
+            table.written[str(target)] = content_digest(data)
             return
         mode = (st.st_mode & 0o7777) if st is not None else default_mode
         fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
@@ -294,6 +306,7 @@ def _atomic_write(target: Path, data: bytes, default_mode: int) -> None:
             raise _fail(target, f"cannot be written ({exc.strerror or exc})") from exc
         raise
     _fsync_dir(real.parent)
+    table.written[str(target)] = content_digest(data)
 
 
 def _holds(path: Path, data: bytes) -> bool:
