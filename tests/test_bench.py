@@ -68,6 +68,15 @@ def test_the_small_benchmark_fills_every_figure_for_both_runners(tmp_path: Path)
             assert _sane(got["efficiency"], high=1.5), (who, scenario.name, got)
             assert _sane(got["calls_per_job"], low=1.99, high=50), (who, scenario.name, got)
             assert 0 <= got["share_429"] < 1, (who, scenario.name, got)
+        # the rerun of a completed sheet with nothing to do, and the commands' start-up
+        for kind in ("csv", "xlsx"):
+            got = figures.rerun[kind]
+            assert _sane(got["s"], high=600), (who, kind, got)
+            assert _sane(got["rss_mb"], low=5, high=64_000), (who, kind, got)
+            if who == "batchgen":  # its first rerun takes the whole way; none touches the sheet
+                assert _sane(got["first_s"], high=600) and got["untouched"], (kind, got)
+        assert _sane(figures.startup_ms["help"], high=60_000), (who, figures.startup_ms)
+    assert _sane(result.batchgen.startup_ms["status"], high=60_000), result.batchgen.startup_ms
     assert result.batchgen.scenarios["rate"]["share_429"] > 0  # it met the limit, and learned
     assert result.machine.cores >= 1 and result.machine.cpu and result.machine.python
 
@@ -78,6 +87,7 @@ def test_the_small_benchmark_fills_every_figure_for_both_runners(tmp_path: Path)
         if not attribute.startswith("instant_library"):  # batchgen's library entry point only
             assert "—" not in line, line  # both runners have every figure
     assert result.machine.cpu in text and f"{result.machine.cores} cores" in text
+    assert "rerun of a completed 2,000-row sheet" in text and "start-up" in text
     assert len(result.machine.speed_ms) == 2 and "sum(range(10**6))" in text
     for scenario in QUICK_SCENARIOS:
         assert scenario.title in text

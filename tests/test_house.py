@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ad_rows, cli_env, wait_until, write_csv
+from batchgen.simulator import SimulatorServer
+from tests.helpers import ad_rows, cli_env, run_cli, wait_until, write_csv
 
 PACKAGE = Path(__file__).resolve().parent.parent / "batchgen"
 # the simulator and the benchmark, and the commands that start them (lazily)
@@ -105,6 +106,21 @@ def test_commands_that_send_nothing_import_neither_the_pool_nor_httpx(
     assert "batchgen.cli" in modules  # the importtime output was read
     unwanted = {"httpx", "batchgen.pool", "batchgen.client", "batchgen.runner", *ROOMS}
     assert modules & unwanted == set()
+
+
+def test_status_of_a_finished_run_reads_its_ledger_without_the_pool_httpx_or_sqlalchemy(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(2))
+    assert run_cli(["run", sheet], sim).returncode == 0
+
+    done, modules = _imports_of(["status", "ads.csv"], tmp_path)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2/2 done: 2 completed" in done.stdout
+    # a ledger at the newest schema is read with plain sqlite3: no SQLAlchemy, no Alembic
+    unwanted = {"httpx", "batchgen.pool", "batchgen.client", "batchgen.runner", *ROOMS}
+    assert modules & (unwanted | {"sqlalchemy", "alembic"}) == set()
 
 
 FAILING_TEST = """
