@@ -4,12 +4,17 @@ A sheet's own `Status`, `request_id`, `video_url` or `error` column (any letter 
 reused only when everything in it looks like what batchgen writes there; otherwise all four
 results go to batchgen's own columns (`batchgen status` and so on), and the team's are left
 as they are.
+
+New columns go to the first run of columns, past the last one used, where nothing stops a
+result from being seen: `blocked` (an .xlsx's hidden columns and merged ranges) says why a
+column cannot take one. A column to be reused that is blocked is not written at all: the plan
+names it in `refused`, and the run refuses the sheet before paying (see the README).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from batchgen.headers import normalise
@@ -23,6 +28,8 @@ STATUS_WORDS = frozenset(
 _REQUEST_ID = re.compile(r"[0-9a-fA-F]{8}(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}|[\w-]{20,}")
 _TOKEN = re.compile(r"\S{1,200}")
 _URL = re.compile(r"https?://\S+", re.I)
+# Excel's last column is XFD: a sheet has 16,384 columns and no more
+EXCEL_COLUMNS = 16_384
 _LINE_NAME = re.compile(r"^(?:\[[^\]]*\]\s*|.*?:\s(?=\S))")  # "9:16: " or "[ratio=9:16] "
 _STATUS_NAME = re.compile(r"(.*?):\s(?=\S)")  # the job a status line names: "9:16, take 2"
 _NAME_ONLY = re.compile(r"(.+?):\s*")  # "kling-3.0-pro-i2v: ": older versions' line with no value
@@ -35,10 +42,21 @@ class ColumnPlan:
     positions: dict[str, int] = field(default_factory=dict)
     new_headers: dict[int, str] = field(default_factory=dict)
     kept: list[str] = field(default_factory=list)  # headers holding what a person typed
+    skipped: list[str] = field(default_factory=list)  # why columns were passed over
+    refused: list[str] = field(default_factory=list)  # why a run cannot write its results
+
+
+# 0-based column → why no result may go there (None: it may); `new`: a column whose header
+# batchgen adds, so the header row counts too
+Blocked = Callable[[int, bool], str | None]
 
 
 def plan_columns(
-    headers: Sequence[str], rows: Sequence[Sequence[object]], append_at: int
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    append_at: int,
+    *,
+    blocked: Blocked | None = None,
 ) -> ColumnPlan:
     """Where each output column goes; see the module's docstring."""
     norm = [normalise(h) for h in headers]
@@ -57,16 +75,41 @@ def plan_columns(
     ]
     prefixed = bool(kept) or bool(own)
     plan = ColumnPlan(kept=kept)
-    next_col = append_at
+    found = {n: own.get(n) if prefixed else plain.get(n) for n in OUTPUT_COLUMNS}
+    missing = [n for n in OUTPUT_COLUMNS if found[n] is None]
+    next_col = _free_run(plan, append_at, len(missing), blocked) if missing else append_at
     for name in OUTPUT_COLUMNS:
-        found = own.get(name) if prefixed else plain.get(name)
-        if found is not None:
-            plan.positions[name] = found
+        at = found[name]
+        if at is not None:
+            plan.positions[name] = at
+            why = blocked(at, False) if blocked is not None else None
+            if why is not None:
+                plan.refused.append(f"output column '{headers[at]}' is in {why}")
             continue
         plan.positions[name] = next_col
         plan.new_headers[next_col] = OWN_PREFIX + name if prefixed else name
         next_col += 1
     return plan
+
+
+def _free_run(plan: ColumnPlan, start: int, count: int, blocked: Blocked | None) -> int:
+    """The first of `count` adjacent columns from `start` that may all take results; the
+    columns passed over go in plan.skipped, and a run past XFD in plan.refused."""
+    at = start
+    while blocked is not None and at + count <= EXCEL_COLUMNS:
+        why = next((w for c in range(at, at + count) if (w := blocked(c, True)) is not None), None)
+        if why is None:
+            break
+        if why not in plan.skipped:
+            plan.skipped.append(why)
+        at += 1
+    if at + count > EXCEL_COLUMNS:
+        why = f": {'; '.join(plan.skipped)}" if plan.skipped else ""
+        plan.refused.append(
+            f"no room for {count} output column(s) before Excel's last column, XFD "
+            f"(16,384 columns){why}"
+        )
+    return at
 
 
 def _text(row: Sequence[object], index: int) -> str:

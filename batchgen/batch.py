@@ -253,7 +253,7 @@ def check_batch(config: RunConfig, *, images: bool = False) -> CheckResult:
         share.unpriced_jobs += job.estimated_cost is None
     unwritable = None
     try:  # what would make a run fail to deliver is found here, not after paying
-        sheets.check_writable(batch.table, output=config.output)
+        sheets.check_writable(batch.table, output=config.output, jobs=len(batch.plan.jobs))
     except SheetError as exc:
         unwritable = str(exc)
     return CheckResult(batch, cost, problems, invalid, len(valid), by_model, unwritable)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -320,11 +320,23 @@ def output_columns_text(table: Any) -> str:
     from batchgen import sheets
 
     plan = sheets.output_plan(table)
+    if plan.refused:
+        return "results cannot be written: " + "; ".join(plan.refused)
+    letter: Callable[[int], str] | None = None
+    if table.kind == "xlsx":
+        from batchgen._xlsx import col_letter
+
+        letter = col_letter
     names = []
     for index in plan.positions.values():
         header = plan.new_headers.get(index) or table.headers[index]
-        names.append(f"'{header}'" + (" (new)" if index in plan.new_headers else ""))
+        where = ["new"] if index in plan.new_headers else []
+        if letter is not None:
+            where.append(f"column {letter(index)}")
+        names.append(f"'{header}'" + (f" ({', '.join(where)})" if where else ""))
     text = "results go to " + ", ".join(names)
+    if plan.skipped:
+        text += "; passed over " + ", ".join(plan.skipped)
     if plan.kept:
         kept = ", ".join(f"'{h}'" for h in plan.kept)
         text += f"; {kept} hold(s) what the team typed and are left as they are"

@@ -104,7 +104,8 @@ def refuse_unsure_headers(batch: Batch, *, say: bool = True) -> list[tuple[int, 
     if columns.unsure:
         _say(notes if say else [])
         raise SheetError(f"{name}: {columns.unsure_text()}; nothing was sent")
-    if sheets.output_plan(batch.table).kept:
+    outputs = sheets.output_plan(batch.table)
+    if (outputs.kept or outputs.skipped) and not outputs.refused:
         notes.append((logging.WARNING, f"{name}: {report.output_columns_text(batch.table)}"))
     _say(notes if say else [])
     return notes
@@ -159,7 +160,7 @@ def run_batch(
     # the sheet is first written at the first checkpoint (5 s), not at the start: a short
     # run would spend a write on cells that only say "pending"; but a sheet that cannot be
     # written (read-only, a folder without room for a temporary file) is refused first
-    sheets.check_writable(batch.table, output=config.output)
+    sheets.check_writable(batch.table, output=config.output, jobs=len(batch.plan.jobs))
     target = Path(config.output or config.sheet)
     officelock.refuse_if_open(target, paths.shown(target))
     # one run per sheet file on this machine, by whatever path or ledger (see sheetlock)

@@ -11,6 +11,13 @@ totals rows, hidden rows).
 
 from batchgen._xlsx.book import Book, SheetRef, open_book, read_part
 from batchgen._xlsx.bounds import check_package, check_worksheet
+from batchgen._xlsx.layout import (
+    Columns,
+    parse_columns,
+    sheet_protected,
+    structure_locked,
+    unlocked_styles,
+)
 from batchgen._xlsx.markup import REL_WORKSHEET, XlsxError, col_index, col_letter
 from batchgen._xlsx.package import (
     encoded_blocks,
@@ -26,6 +33,7 @@ __all__ = [
     "HIDDEN_BY_HAND",
     "REL_WORKSHEET",
     "Book",
+    "Columns",
     "Filter",
     "RowMarks",
     "SheetRef",
@@ -38,6 +46,7 @@ __all__ = [
     "col_letter",
     "encoded_blocks",
     "open_book",
+    "parse_columns",
     "parse_sheet",
     "patch_sheet",
     "read_part",
@@ -45,5 +54,8 @@ __all__ = [
     "results_sheet_part",
     "results_sheet_xml",
     "row_marks",
+    "sheet_protected",
+    "structure_locked",
     "style_of",
+    "unlocked_styles",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from batchgen._xlsx.markup import (
@@ -162,12 +162,15 @@ def _patch_row(
     values: dict[int, str],
     new_style: str | None,
     wrap: Wrap | None = None,
+    column_styles: Mapping[int, str] | None = None,
 ) -> tuple[str, bool]:
     """Set the cells of one <row> at the given columns; return (new xml, a formula was removed).
 
-    A value of several lines gets the style `wrap` makes of its cell's style.
+    A cell added gets `new_style`, else its column's format, as a cell typed there would; a
+    value of several lines gets the style `wrap` makes of its cell's style.
     """
     prefix = sheet.prefix
+    col_styles = column_styles or {}
 
     def styled(style: str | None, value: str) -> str | None:
         return wrap(style) if wrap is not None and "\n" in value else style
@@ -178,7 +181,10 @@ def _patch_row(
         # Common case: every output cell goes after the row's last cell.
         new = [
             cell_xml(
-                prefix, f"{col_letter(col)}{row_num}", styled(new_style, values[col]), values[col]
+                prefix,
+                f"{col_letter(col)}{row_num}",
+                styled(new_style if new_style is not None else col_styles.get(col), values[col]),
+                values[col],
             )
             for col in sorted(values)
             if values[col] or new_style is not None
@@ -221,7 +227,8 @@ def _patch_row(
         if value or new_style is not None:
             added = True
             ref = f"{col_letter(col)}{row_num}"
-            cells.append((col, cell_xml(prefix, ref, styled(new_style, value), value)))
+            style = new_style if new_style is not None else col_styles.get(col)
+            cells.append((col, cell_xml(prefix, ref, styled(style, value), value)))
     cells.sort(key=lambda c: c[0])
     if added:
         attrs = drop_attr(attrs, "spans")
@@ -275,6 +282,7 @@ def patch_sheet(
     header_row: int,
     header_style: str | None,
     wrap: Wrap | None = None,
+    column_styles: Mapping[int, str] | None = None,
 ) -> tuple[list[str], bool]:
     """Apply `writes` (row → column → text); return (the new text in pieces, a formula cell
     was overwritten). Pieces, not one string: a 100,000-row sheet is then never held whole
@@ -285,6 +293,7 @@ def patch_sheet(
     p = sheet.prefix
     out: list[str] = []
     removed_formula = False
+    col_styles = column_styles or {}
     cols = [c for row in writes.values() for c in row]
     if cols:
         rows = [r for r, row in writes.items() if row]
@@ -307,13 +316,13 @@ def patch_sheet(
         if i < len(sheet.row_nums) and sheet.row_nums[i] == row_num:
             span = sheet.row_spans[i]
             start, end = span[0], span[3]
-            row_xml, removed = _patch_row(sheet, span, row_num, values, style, wrap)
+            row_xml, removed = _patch_row(sheet, span, row_num, values, style, wrap, col_styles)
             removed_formula = removed_formula or removed
         else:
             start = end = sheet.row_spans[i][0] if i < len(sheet.row_nums) else sheet.data_close
             if sheet.self_closing:
                 start = end = cursor
-            row_xml, _ = _patch_row(sheet, None, row_num, values, style, wrap)
+            row_xml, _ = _patch_row(sheet, None, row_num, values, style, wrap, col_styles)
         out.append(text[cursor:start])
         out.append(row_xml)
         cursor = end

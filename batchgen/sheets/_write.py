@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from batchgen import _csvfile, _outputcols
 from batchgen._text import strip_illegal
+from batchgen.sheets import _room
 from batchgen.sheets._read import _read_grid, kind_of
 from batchgen.sheets._table import (
     _CHECK_PREFIX,
@@ -28,11 +29,14 @@ if TYPE_CHECKING:  # imported where an .xlsx is written: a CSV run does without 
 # --------------------------------------------------------------------------- writing
 
 
-def check_writable(table: Table, *, output: str | Path | None = None) -> None:
+def check_writable(
+    table: Table, *, output: str | Path | None = None, jobs: int | None = None
+) -> None:
     """Raise SheetError now if write_back could not write this sheet (nothing is written).
 
     A run calls this before it submits anything: a results file it could not write would
-    otherwise be found out only after the jobs were paid for.
+    otherwise be found out only after the jobs were paid for. `jobs` (default: one a row)
+    sizes the write-back, for the free space it needs.
     """
     target = _target(table, output)
     check_writable_file(target, table.kind)
@@ -44,7 +48,14 @@ def check_writable(table: Table, *, output: str | Path | None = None) -> None:
             _xlsx.results_sheet_part(table._book, sheet_part=table._sheet_part, name=RESULTS_SHEET)
         except _xlsx.XlsxError as exc:
             raise _fail(table.path, str(exc)) from exc
+        _refuse_hidden_or_merged(table)
+        try:
+            _room.refuse_locked_structure(table)
+            _room.refuse_locked(table, lambda: _every_write(table), _header_style(table))
+        except _xlsx.XlsxError as exc:
+            raise _fail(table.path, str(exc)) from exc
         _dry_patch(table)
+    _room.refuse_no_room(table, target, len(table.rows) if jobs is None else jobs)
 
 
 def check_writable_file(target: Path, kind: str) -> None:
@@ -64,6 +75,47 @@ def check_writable_file(target: Path, kind: str) -> None:
             pass
     except OSError as exc:
         raise _fail(target, f"cannot write into {folder}: {exc.strerror or exc}") from exc
+
+
+def _refuse_hidden_or_merged(table: Table) -> None:
+    """Raise SheetError if an output column is hidden or merged, or none is left."""
+    refused = output_plan(table).refused
+    if refused:
+        raise _fail(
+            table.path,
+            f"worksheet {table.sheet_name!r}: {refused[0]}; results never go into hidden "
+            "columns or merged ranges: unhide or unmerge those columns, then run again",
+        )
+
+
+def _every_write(table: Table) -> dict[int, dict[int, str]]:
+    """The cells a write-back writes (each holding 'x'): new header cells, output cells."""
+    positions, new_headers = _column_plan(table)
+    columns = sorted(positions.values())
+    writes = {row.number: dict.fromkeys(columns, "x") for row in table.rows}
+    if new_headers:
+        writes[table.header_row] = dict(new_headers)
+    return writes
+
+
+def _header_style(table: Table) -> str | None:
+    """The format new header cells get: the last header's."""
+    from batchgen import _xlsx
+
+    assert table._sheet is not None
+    last_header = max((i for i, h in enumerate(table.headers) if h.strip()), default=0)
+    return _xlsx.style_of(table._sheet, table.header_row, last_header)
+
+
+def _column_styles(table: Table) -> dict[int, str]:
+    """The output columns' own formats, which the cells batchgen adds to them take."""
+    from batchgen import _xlsx
+
+    sheet = table._sheet
+    assert sheet is not None
+    columns = _xlsx.parse_columns(sheet.text, sheet.data_open[0])
+    styles = {col: columns.style(col) for col in output_positions(table).values()}
+    return {col: style for col, style in styles.items() if style is not None}
 
 
 def _dry_patch(table: Table) -> None:
@@ -199,7 +251,9 @@ def output_plan(table: Table) -> _outputcols.ColumnPlan:
     """Where the run writes, and the team's columns it leaves alone (worked out once)."""
     if table._outputs is None:
         rows = [row.values for row in table.rows]
-        table._outputs = _outputcols.plan_columns(table.headers, rows, table._append_at)
+        table._outputs = _outputcols.plan_columns(
+            table.headers, rows, table._append_at, blocked=_room.blocked_columns(table)
+        )
     return table._outputs
 
 
@@ -227,16 +281,15 @@ def _patched_workbook(
 
     book, sheet = table._book, table._sheet
     assert book is not None and sheet is not None
-    last_header = max((i for i, h in enumerate(table.headers) if h.strip()), default=0)
     try:
-        header_style = _xlsx.style_of(sheet, table.header_row, last_header)
         styles = _wrap_styles(book, writes)
         pieces, removed_formula = _xlsx.patch_sheet(
             sheet,
             writes,
             header_row=table.header_row,
-            header_style=header_style,
+            header_style=_header_style(table),
             wrap=styles.wrapped if styles is not None else None,
+            column_styles=_column_styles(table),
         )
         parts, new_styles = {}, None
         if styles is not None and styles.changed:
