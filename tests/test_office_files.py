@@ -62,7 +62,7 @@ def test_a_libreoffice_workbook_with_a_cover_sheet_title_and_group_headers(
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "read: worksheet 'Ads', header row 4" in checked.stdout
     assert "'Aspect ratio' → ratio (synonym), 'Duration (s)' → duration (unit)" in checked.stdout
-    assert "results go to 'batchgen request_id' (new)" in checked.stdout
+    assert "results go to 'batchgen request_id' (new, column J)" in checked.stdout
     assert "'Request ID', 'Status', 'Video URL', 'ERROR' hold(s) what the team typed" in (
         checked.stdout
     )

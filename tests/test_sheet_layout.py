@@ -204,6 +204,18 @@ def test_a_workbook_whose_structure_is_protected_cannot_take_the_results_sheet(
         path, sim, "the workbook's structure is protected", "'batchgen_results' worksheet"
     )
 
+    # with a batchgen_results worksheet already there, nothing is added: its cells are replaced
+    book.create_sheet("batchgen_results")
+    book.save(path)
+    result = run_cli(["run", path], sim)
+
+    assert result.returncode == 0, result.stderr
+    done = load_workbook(path)
+    assert done.security is not None and done.security.lockStructure
+    results = list(done["batchgen_results"].iter_rows(values_only=True))
+    assert results[1][results[0].index("status")] == "completed"
+    assert done["Ads"]["D2"].value == "completed"
+
 
 @pytest.mark.parametrize("hidden", ["hidden", "zero width"])
 def test_a_hidden_column_is_never_written_into_whichever_way_it_is_hidden(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 
-from batchgen._outputcols import Blocked
+from batchgen._outputcols import EXCEL_COLUMNS, Blocked
 from batchgen.sheets._table import RESULTS_SHEET, Table, _fail
 
 # what one job may add to the sheet's output cells and to its results table, beyond its
@@ -53,7 +53,7 @@ def blocked_columns(table: Table) -> Blocked | None:
     return blocked
 
 
-_LAST_COLUMN = 16_383  # XFD, 0-based
+_LAST_COLUMN = EXCEL_COLUMNS - 1  # XFD, 0-based
 
 
 def _span(first: int, last: int) -> str:
