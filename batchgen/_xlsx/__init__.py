@@ -6,7 +6,8 @@ so the writer edits the worksheet XML as text and copies every other zip entry u
 sheet and writes the new zip; `styles` copies cell styles so multi-line cells wrap; `markup`
 holds the XML helpers they share; `bounds` checks a workbook against batchgen's size limits
 before anything reads it; `rowmarks` finds the rows that are not plain data (a Table's
-totals rows, hidden rows).
+totals rows, hidden rows); `layout` reads hidden columns and the sheet's and workbook's
+protection.
 """
 
 from batchgen._xlsx.book import Book, SheetRef, open_book, read_part
