@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,6 +111,17 @@ def set_aside_hidden(batch: Batch, ledger: Ledger | None, shown: Shown | None = 
     return plan.set_aside_hidden(submitted)
 
 
+def reload_batch(batch: Batch) -> Batch:
+    """The batch's sheet read again from disk the way it was read: its worksheet, header rule
+    and (a CSV) encoding; a person's office program keeps a file's encoding when it saves."""
+    doc = batch.table._csv
+    encoding = doc.encoding if doc is not None else batch.config.encoding
+    config = replace(batch.config, encoding=encoding, sheet_name=batch.table.sheet_name)
+    reloaded = load_batch(config)
+    reloaded.config = batch.config
+    return reloaded
+
+
 def config_catalog(config: RunConfig) -> ModelCatalog:
     """The shipped models, the user's models_dir, and the job file's [prices]."""
     catalog = load_catalog(config.models_dir)
@@ -155,7 +166,7 @@ def plan_records(batch: Batch, ledger: Ledger) -> dict[str, JobRecord]:
 
 
 @bulk_allocations()
-def write_sheet(batch: Batch, records: dict[str, JobRecord]) -> Path:
+def write_sheet(batch: Batch, records: Mapping[str, JobRecord]) -> Path:
     """Write output cells and the per-job table back to the sheet (atomically)."""
     results = sheets.Results(
         headers=list(report.RESULT_HEADERS),

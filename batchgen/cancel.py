@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from batchgen.batch import load_batch, open_ledger, plan_records, set_aside_hidden, write_sheet
+from batchgen.batch import load_batch, open_ledger, plan_records, set_aside_hidden
 from batchgen.client import ApiClient, token_from_env
 from batchgen.config import RunConfig
 from batchgen.errors import (
@@ -20,6 +20,7 @@ from batchgen.errors import (
     LedgerError,
 )
 from batchgen.ledger import CancelRequests, JobRecord, Ledger, LockInfo
+from batchgen.ondisk import SheetWriter
 
 # states of a job the provider may still be working on (a `submitting` one has an id only
 # once its answer came, and then it is in_queue)
@@ -87,7 +88,7 @@ def cancel_batch(config: RunConfig) -> CancelReport:
             ]
         )
         if ledger.live_lock_holder(batch.scope) is None:
-            write_sheet(batch, records)  # else the run in progress writes it
+            SheetWriter(batch).write(records)  # else the run in progress writes it
     finally:
         try:
             with contextlib.suppress(LedgerError):

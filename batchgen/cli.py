@@ -134,6 +134,8 @@ def run_and_report(
     )
     if result.stopped_by:
         lines.insert(0, f"stopped by {result.stopped_by}; rerun the same command to continue")
+    if result.sheet_note:
+        lines.append(result.sheet_note)
     if result.cancelled_by:
         lines.insert(
             0,
@@ -151,6 +153,7 @@ def run_and_report(
             "api_calls": result.calls,
             "notices": result.notices,
             "cancelled_by": result.cancelled_by,
+            "sheet_note": result.sheet_note,
         }
         click.echo(json.dumps(summary, indent=2))
     return result

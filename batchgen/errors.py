@@ -49,6 +49,10 @@ class SheetError(BatchgenError):
     """The sheet cannot be read or has the wrong shape."""
 
 
+class SheetChangedError(SheetError):
+    """The sheet file on disk is not the one loaded (a person saved it): nothing was written."""
+
+
 class SheetInUseError(SheetError):
     """An office program holds the sheet open (its lock file is beside it): exit 75."""
 

@@ -46,6 +46,7 @@ from batchgen.errors import (
     SheetError,
 )
 from batchgen.ledger import CancelRequests, JobRecord, Ledger, ledger_exists, ledger_url
+from batchgen.ondisk import SheetWriter
 from batchgen.pool import CancelHooks, EngineOptions, Events, Pool
 from batchgen.resume import Resume, resume
 from batchgen.sheetlock import SheetLock
@@ -87,6 +88,7 @@ class RunResult:
     stopped_by: str | None = None
     calls: dict[str, int] = field(default_factory=dict)
     cancelled_by: str | None = None  # who stopped it with `batchgen cancel`
+    sheet_note: str | None = None  # where the results went when the sheet changed mid-run
 
 
 def refuse_unsure_headers(batch: Batch, *, say: bool = True) -> list[tuple[int, str]]:
@@ -259,7 +261,8 @@ def _run_locked(
             )
         if observer is not None:
             observer.start(batch, start.start)
-        pool = _make_pool(batch, ledger, start, token, events, run_id, sheet_lock)
+        writer = SheetWriter(batch)
+        pool = _make_pool(batch, ledger, start, token, events, run_id, sheet_lock, writer)
         anyio.run(pool.run)
         unread: LedgerError | None = None
         try:
@@ -271,7 +274,7 @@ def _run_locked(
             unread, records = exc, start.records
         unwritten: SheetError | None = None
         try:
-            written: Path | None = write_sheet(batch, records)
+            written: Path | None = writer.write(records)
             sheet_lock.follow()
         except SheetError as exc:
             if not any(record.request_id for record in records.values()):
@@ -281,6 +284,7 @@ def _run_locked(
         ended_clean = unread is None and unwritten is None and not pool.notices
         ended_clean &= pool.fatal is None and pool.stop_signal is None
         ended_clean &= pool.cancelled_by is None and pool.gave_up is None
+        ended_clean &= writer.note is None  # the results went elsewhere than the sheet loaded
         marking.ready(batch, outcome, ended_clean=ended_clean and not ledger.lost)
     finally:
         try:
@@ -323,6 +327,7 @@ def _run_locked(
         stopped,
         dict(pool.client_calls),
         pool.cancelled_by,
+        writer.note,
     )
 
 
@@ -357,6 +362,7 @@ def _make_pool(
     events: Events,
     run_id: str,
     sheet_lock: SheetLock,
+    writer: SheetWriter,
 ) -> Pool:
     config = batch.config
     options = EngineOptions(
@@ -376,7 +382,7 @@ def _make_pool(
         with bulk_allocations():
             records = start.complete(ledger, batch.plan)
         if write:
-            write_sheet(batch, records)
+            writer.write(records)
             sheet_lock.follow()  # the written sheet is a new file: lock its identity too
         counts = report.outcome(batch.plan, records).counts
         return ledger.heartbeat(batch.scope, run_id=run_id, progress=dict(counts))

@@ -48,7 +48,9 @@ class Shown:
         """The results tables' rows that show a request_id, by job key (read once)."""
         if self._results is None:
             self._results = {}
-            for source in (self.table, self.output):
+            # results written beside the sheet when a person saved it during a run count too
+            beside = sheets.beside_path(self.table.path) if self.table.kind == "xlsx" else None
+            for source in (self.table, self.output, beside):
                 try:
                     grid = self._results_grid(source)
                 except (SheetError, _csvfile.CsvError, OSError):

@@ -3,7 +3,8 @@
 This is the only package that touches pandas or spreadsheet formats. Reading goes through
 pandas (calamine for .xlsx) or the csv module; writing patches the original bytes captured
 at load time, so every write is a pure function of (loaded file, cells, results): repeated
-calls are idempotent, and edits made to the file on disk during a run are overwritten.
+calls are idempotent. A sheet saved by someone else since it was loaded (or last written) is
+never replaced: write_back raises SheetChangedError, and the caller reloads it.
 """
 
 from batchgen.sheets._read import kind_of, load_sheet
@@ -12,6 +13,7 @@ from batchgen.sheets._table import (
     MAX_CELL_CHARS,
     OUTPUT_COLUMNS,
     RESULTS_SHEET,
+    Fingerprint,
     HeaderRule,
     HeaderTest,
     Results,
@@ -20,6 +22,7 @@ from batchgen.sheets._table import (
     content_digest,
 )
 from batchgen.sheets._write import (
+    beside_path,
     check_writable,
     check_writable_file,
     output_plan,
@@ -29,6 +32,7 @@ from batchgen.sheets._write import (
     remove_stale_temp_files_of,
     results_path,
     write_back,
+    write_results_file,
 )
 
 __all__ = [
@@ -36,11 +40,13 @@ __all__ = [
     "MAX_CELL_CHARS",
     "OUTPUT_COLUMNS",
     "RESULTS_SHEET",
+    "Fingerprint",
     "HeaderRule",
     "HeaderTest",
     "Results",
     "Row",
     "Table",
+    "beside_path",
     "check_writable",
     "check_writable_file",
     "content_digest",
@@ -53,4 +59,5 @@ __all__ = [
     "remove_stale_temp_files_of",
     "results_path",
     "write_back",
+    "write_results_file",
 ]

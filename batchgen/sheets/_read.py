@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from batchgen.sheets._table import (
     HEADER_SCAN_ROWS,
     MAX_CELL_CHARS,
     RESULTS_SHEET,
+    Fingerprint,
     HeaderRule,
     Row,
     Table,
@@ -38,31 +40,34 @@ def load_sheet(
 ) -> Table:
     """Read the first worksheet of an .xlsx (or `sheet_name`), or a .csv."""
     p = Path(path)
-    data, mode = _read_file(p)
+    data, info = _read_file(p)
     kind = kind_of(p)
     rule = header or HeaderRule()
+    mode = info.st_mode & 0o7777
     if kind == "csv":
         table = _load_csv(p, data, mode, rule, encoding)
     else:
         table = _load_xlsx(p, data, mode, sheet_name, rule)
     table.loaded_digest = content_digest(data)
+    table.seen = Fingerprint.of(info, data)
     return table
 
 
-def _read_file(p: Path) -> tuple[bytes, int]:
-    """The file's bytes and permission bits, or a SheetError saying why not."""
+def _read_file(p: Path) -> tuple[bytes, os.stat_result]:
+    """The file's bytes and its stat (taken from the file read), or a SheetError saying why not."""
     if not p.exists():
         raise _fail(p, "no such file")
     if p.is_dir():
         raise _fail(p, "is a directory, not a sheet file")
     try:
-        data = p.read_bytes()
-        mode = p.stat().st_mode & 0o7777
+        with p.open("rb") as handle:
+            info = os.fstat(handle.fileno())
+            data = handle.read()
     except OSError as exc:
         raise _fail(p, f"cannot be read ({exc.strerror or exc})") from exc
     if not data:
         raise _fail(p, "is empty (0 bytes)")
-    return data, mode
+    return data, info
 
 
 def kind_of(p: Path) -> str:

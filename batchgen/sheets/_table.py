@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,47 @@ _OLE2_MAGIC = b"\xd0\xcf\x11\xe0"
 _ZIP_MAGIC = b"PK\x03\x04"
 # Excel's own limit on the characters of one cell; a CSV cell beyond it makes its row invalid
 MAX_CELL_CHARS = 32_767
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A sheet file as batchgen last read or wrote it: its stat, and a digest of its bytes."""
+
+    size: int
+    mtime_ns: int
+    device: int
+    inode: int
+    digest: bytes
+
+    @classmethod
+    def of(cls, info: os.stat_result, data: bytes) -> Fingerprint:
+        """The fingerprint of `data`, the bytes of the file whose stat is `info`."""
+        digest = hashlib.sha256(data).digest()
+        return cls(info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino, digest)
+
+    def matches(self, path: Path) -> bool:
+        """Whether `path` still holds these bytes: the stat says so, or else the content does.
+
+        A file copied over with the same bytes, or only touched, has not changed.
+        """
+        try:
+            info = os.stat(path)
+        except OSError:
+            return False  # deleted or unreadable: not what was loaded
+        same = (info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino) == (
+            self.size,
+            self.mtime_ns,
+            self.device,
+            self.inode,
+        )
+        if same:
+            return True
+        if info.st_size != self.size:
+            return False
+        try:
+            return hashlib.sha256(path.read_bytes()).digest() == self.digest
+        except OSError:
+            return False
 
 
 @dataclass
@@ -64,6 +106,8 @@ class Table:
     # file (by path): a rerun mark is set only when the two agree (see batchgen.rerunmark)
     loaded_digest: str = field(default="", repr=False, compare=False)
     written: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # the file as loaded, then as batchgen last wrote it: a write finding another is refused
+    seen: Fingerprint | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING
 
 from batchgen import _csvfile, _outputcols
 from batchgen._text import strip_illegal
+from batchgen.errors import SheetChangedError
+from batchgen.paths import shown
 from batchgen.sheets import _room
 from batchgen.sheets._read import _read_grid, kind_of
 from batchgen.sheets._table import (
     _CHECK_PREFIX,
     OUTPUT_COLUMNS,
     RESULTS_SHEET,
+    Fingerprint,
     Results,
     Table,
     _fail,
@@ -155,8 +158,9 @@ def _refuse_read_only(path: Path) -> None:
 def remove_stale_temp_files(table: Table, *, output: str | Path | None = None) -> list[Path]:
     """Remove what an interrupted write-back of this sheet left beside it; the paths removed.
 
-    Only batchgen's own names are touched: `.NAME.XXXXXXXX.tmp` of the sheet (or `output`)
-    and of its results file. Call it holding the sheet's run lock, so none is being written.
+    Only batchgen's own names are touched: `.NAME.XXXXXXXX.tmp` of the sheet (or `output`),
+    of its results file and of the file results go to beside it. Call it holding the
+    sheet's run lock, so none is being written.
     """
     return remove_stale_temp_files_of(_target(table, output), table.kind)
 
@@ -164,7 +168,7 @@ def remove_stale_temp_files(table: Table, *, output: str | Path | None = None) -
 def remove_stale_temp_files_of(target: Path, kind: str) -> list[Path]:
     """remove_stale_temp_files, for the sheet file `target` of `kind` ("csv" or "xlsx")."""
     target = Path(os.path.realpath(target))
-    names = [target.name]
+    names = [target.name, beside_path(target).name]
     if kind == "csv":
         names.append(results_path(target).name)
     pattern = re.compile("|".join(rf"\.{re.escape(n)}\.[a-z0-9_]{{8}}\.tmp" for n in names))
@@ -200,8 +204,16 @@ def write_back(
     results: Results | None = None,
     output: str | Path | None = None,
 ) -> Path:
-    """Write output cells into the sheet (in place, or to `output`) atomically; return that path."""
+    """Write output cells into the sheet (in place, or to `output`) atomically; return that path.
+
+    Written in place, the sheet must still be the file loaded (or last written): one saved
+    by a person since raises SheetChangedError and nothing of it is replaced.
+    """
     target = _target(table, output)
+    in_place = output is None or os.path.realpath(target) == os.path.realpath(table.path)
+    expect = table.seen if in_place else None
+    if expect is not None and not expect.matches(Path(os.path.realpath(target))):
+        raise _changed(target)  # before the bytes are built: they would be thrown away
     writes = _plan_writes(table, cells)
     if table.kind == "csv":
         doc = table._csv
@@ -209,14 +221,35 @@ def write_back(
         # nothing batchgen writes into a CSV may open as a formula (the xlsx holds inline text)
         inert = _csvfile.neutralise
         writes = {n: {c: inert(v) for c, v in row.items()} for n, row in writes.items()}
-        _atomic_write(target, doc.encode(_csvfile.patch(doc, writes)), table)
+        seen = _atomic_write(target, doc.encode(_csvfile.patch(doc, writes)), table, expect=expect)
         if results is not None:
-            table_rows: list[list[object]] = [list(results.headers), *results.rows]
-            rows = [[inert(_clean(v)) if isinstance(v, str) else v for v in r] for r in table_rows]
-            _atomic_write(results_path(target), doc.encode(_csvfile.dump_rows(doc, rows)), table)
-        return target
-    _atomic_write(target, _patched_workbook(table, writes, results), table)
+            write_results_file(table, results, results_path(target))
+    else:
+        data = _patched_workbook(table, writes, results)
+        seen = _atomic_write(target, data, table, expect=expect)
+    if in_place:
+        table.seen = seen  # batchgen's own write is not a change made by someone else
     return target
+
+
+def write_results_file(table: Table, results: Results, path: Path) -> None:
+    """Write a CSV sheet's results table to `path`, in the sheet's encoding and dialect."""
+    doc = table._csv
+    assert doc is not None
+    inert = _csvfile.neutralise
+    table_rows: list[list[object]] = [list(results.headers), *results.rows]
+    rows = [[inert(_clean(v)) if isinstance(v, str) else v for v in r] for r in table_rows]
+    _atomic_write(path, doc.encode(_csvfile.dump_rows(doc, rows)), table)
+
+
+def beside_path(sheet_path: str | Path) -> Path:
+    """Where results that cannot go into the sheet go: ads.xlsx → ads.batchgen-results.xlsx."""
+    p = Path(sheet_path)
+    return p.with_name(f"{p.stem}.batchgen-results{p.suffix}")
+
+
+def _changed(target: Path) -> SheetChangedError:
+    return SheetChangedError(f"{shown(target)} changed on disk since batchgen read it")
 
 
 def results_path(sheet_path: str | Path) -> Path:
@@ -325,8 +358,15 @@ def _wrap_styles(book: _xlsx.Book, writes: dict[int, dict[int, str]]) -> _xlsx.W
     return _xlsx.WrapStyles(_xlsx.read_part(book, book.styles_part))
 
 
-def _atomic_write(target: Path, data: bytes, table: Table) -> None:
-    """Write via a temp file in the same directory, fsync, then os.replace; note its digest."""
+def _atomic_write(
+    target: Path, data: bytes, table: Table, *, expect: Fingerprint | None = None
+) -> Fingerprint:
+    """Write via a temp file in the same directory, fsync, then os.replace; note its digest.
+
+    With `expect`, the file replaced must still match it (checked again just before the
+    rename): otherwise SheetChangedError, and the file is left as it is. Returns the written
+    file's fingerprint.
+    """
     default_mode = table._mode
     table.written.pop(str(target), None)  # known again only once the file holds `data`
     real = Path(os.path.realpath(target))  # replace a symlink's target, not the link
@@ -337,7 +377,7 @@ def _atomic_write(target: Path, data: bytes, table: Table) -> None:
             # nothing changed: leave the file untouched (a synced folder would upload it
             # again, an open Excel would say it changed on disk)
             table.written[str(target)] = content_digest(data)
-            return
+            return Fingerprint.of(st, data)
         mode = (st.st_mode & 0o7777) if st is not None else default_mode
         fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
     except OSError as exc:
@@ -347,10 +387,15 @@ def _atomic_write(target: Path, data: bytes, table: Table) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            # the file's stat is taken before it is in place: a save landing just after the
+            # rename changes its size or mtime, where a stat taken then would record it as ours
+            written = Fingerprint.of(os.fstat(f.fileno()), data)
         os.chmod(tmp, mode)
         if st is not None and hasattr(os, "chown"):
             with contextlib.suppress(OSError):  # only root can give a file away; best effort
                 os.chown(tmp, st.st_uid, st.st_gid)
+        if expect is not None and not expect.matches(real):
+            raise _changed(target)  # saved by someone since the check in write_back
         os.replace(tmp, real)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -360,6 +405,7 @@ def _atomic_write(target: Path, data: bytes, table: Table) -> None:
         raise
     _fsync_dir(real.parent)
     table.written[str(target)] = content_digest(data)
+    return written
 
 
 def _holds(path: Path, data: bytes) -> bool:
