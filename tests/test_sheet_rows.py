@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import xlsxwriter
 from openpyxl import load_workbook
 
 from batchgen.simulator import Simulator, SimulatorServer
-from tests.helpers import IMAGE, fast_config, run_cli
+from tests.helpers import IMAGE, fast_config, run_cli, start_cli, wait_until
 
 FILES = Path(__file__).parent / "files"
 
@@ -306,3 +308,65 @@ def test_a_totals_row_outside_a_table_is_not_a_job(tmp_path: Path, sim: Simulato
     ws2 = load_workbook(path)["Ads"]
     assert [ws2.cell(r, 5).value for r in (2, 3, 4, 6)] == ["completed", "completed", None, None]
     assert ws2.cell(4, 3).value == "=SUM(C2:C3)"
+
+
+@pytest.mark.parametrize("ledger", ["kept", "lost"])
+def test_a_row_hidden_while_its_job_runs_is_followed_and_written(
+    tmp_path: Path, ledger: str
+) -> None:
+    # paid for before it was hidden: the rerun follows it by its request_id (from the
+    # ledger, or from the sheet's cells when the ledger is lost) and writes its cells
+    path = tmp_path / "ads.xlsx"
+    db = tmp_path / "ads.db"
+    book = xlsxwriter.Workbook(str(path))
+    ws = book.add_worksheet("Ads")
+    ws.write_row(0, 0, ["prompt", "first_frame_image_url"])
+    for r in (1, 2, 3):
+        ws.write_row(r, 0, [f"Ad {r + 1}", IMAGE])
+    book.close()
+    with SimulatorServer(Simulator(fast_config(min_duration=1.5, max_duration=2.0))) as server:
+        proc = start_cli(["run", path, "--db", db], server)
+        wait_until(lambda: len(server.simulator.submissions()) == 3)
+        proc.send_signal(signal.SIGTERM)  # the sheet is written as the run stops
+        proc.communicate(timeout=15)
+        wb = load_workbook(path)
+        in_flight = [wb["Ads"].cell(r, 4).value for r in (2, 3, 4)]
+        wb["Ads"].row_dimensions[3].hidden = True
+        wb.save(path)
+        if ledger == "lost":
+            db.unlink()
+        rerun = run_cli(["run", path, "--db", db], server)
+        submitted = len(server.simulator.submissions())
+
+    assert set(in_flight) <= {"in_queue", "in_progress"}, in_flight
+    assert rerun.returncode == 0, rerun.stderr
+    assert submitted == 3  # nothing paid again
+    assert "1 row hidden (1 by hand)" in rerun.stderr
+    assert "1 submitted before being hidden: followed and written" in rerun.stderr
+    ws2 = load_workbook(path)["Ads"]
+    assert [ws2.cell(r, 4).value for r in (2, 3, 4)] == ["completed"] * 3
+    assert ws2.row_dimensions[3].hidden
+
+
+def test_a_hidden_invalid_row_is_set_aside_not_invalid(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    path = tmp_path / "ads.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    ws = book.add_worksheet("Ads")
+    ws.write_row(0, 0, ["prompt", "first_frame_image_url", "duration"])
+    ws.write_row(1, 0, ["Shoe on sand", IMAGE, 5])
+    ws.write_row(2, 0, ["Draft idea", IMAGE, 99])  # invalid, and put aside by the team
+    ws.set_row(2, None, None, {"hidden": True})
+    book.close()
+
+    checked = run_cli(["check", path], sim)
+    strict = run_cli(["run", path, "--strict"], sim)
+    shown = run_cli(["check", path, "--include-hidden"], sim)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "all rows valid" in checked.stdout
+    assert strict.returncode == 0, strict.stderr
+    assert prompts_sent(sim) == ["Shoe on sand"]
+    assert load_workbook(path)["Ads"].cell(3, 5).value is None  # no 'invalid' written
+    assert shown.returncode == 1 and "1 invalid row(s)" in shown.stdout
