@@ -27,14 +27,17 @@ _FILTER_COLUMN_RE = re.compile(
     re.S,
 )
 _TRUE = ("1", "true")
-_HIDDEN_RE = re.compile(r"\shidden\s*=\s*[\"'](?:1|true)[\"']", re.I)
+# literal first, no IGNORECASE: the regex engine then skips to each "hidden" at C speed
+_HIDDEN_RE = re.compile(r"hidden\s*=\s*[\"'](?:1|true|True|TRUE)[\"']")
 
 # a formula that sums up a column: what a totals row holds (its text has no leading '=')
-_AGGREGATE_RE = re.compile(
-    r"<(?:[\w.-]+:)?f(?=[\s>])[^>]*>\s*(?:_xlfn\.)?(?:SUBTOTAL|SUM|SUMIFS?|COUNT|COUNTA|"
-    r"COUNTIFS?|AVERAGE|AVERAGEIFS?|AGGREGATE|MIN|MAX)\s*\(",
-    re.I,
+# the function names as Excel stores them (upper case); <f> found first by its literal tag
+_AGGREGATE = (
+    r"(?=[\s>])[^>]*>\s*(?:_xlfn\.)?(?:SUBTOTAL|SUM|SUMIFS?|COUNT|COUNTA|COUNTIFS?|AVERAGE|"
+    r"AVERAGEIFS?|AGGREGATE|MIN|MAX)\s*\("
 )
+
+_AGGREGATE_BODY_RE = re.compile(r"<(?:[\w.-]+:)?f" + _AGGREGATE)
 
 HIDDEN_BY_HAND = "by hand"
 HIDDEN_IN_GROUP = "in a collapsed group"
@@ -114,7 +117,12 @@ def _aggregate_rows(sheet: SheetXml) -> dict[int, tuple[frozenset[int], frozense
     text = sheet.text
     starts: list[int] = []
     cell = _patterns(sheet.prefix).cell
-    for m in _AGGREGATE_RE.finditer(text, sheet.data_open[1], sheet.data_close):
+    tag = f"<{sheet.prefix}f"
+    first = text.find(tag, sheet.data_open[1], sheet.data_close)
+    if first == -1:
+        return found  # no formula at all
+    aggregate = re.compile(re.escape(tag) + _AGGREGATE)
+    for m in aggregate.finditer(text, first, sheet.data_close):
         starts = starts or [span[0] for span in sheet.row_spans]
         i = bisect.bisect_right(starts, m.start()) - 1
         if i < 0 or sheet.row_nums[i] in found:
@@ -129,7 +137,7 @@ def _aggregate_rows(sheet: SheetXml) -> dict[int, tuple[frozenset[int], frozense
                 prev = parse_ref(ref)[1] if ref else prev + 1
                 body = cm.group(2) or ""
                 if _FORMULA_RE.search(body):
-                    (aggregates if _AGGREGATE_RE.search(body) else others).add(prev)
+                    (aggregates if _AGGREGATE_BODY_RE.search(body) else others).add(prev)
         except XlsxError:
             continue  # an unreadable cell reference: a row like any other
         found[sheet.row_nums[i]] = (frozenset(aggregates), frozenset(others))
@@ -138,7 +146,10 @@ def _aggregate_rows(sheet: SheetXml) -> dict[int, tuple[frozenset[int], frozense
 
 def _filter_of(xml: str) -> Filter | None:
     """The first <autoFilter> in `xml` with a filtered column (colId counts from its range)."""
-    m = _AUTOFILTER_RE.search(xml)
+    at = xml.find("autoFilter")  # a literal find first: the part may hold 100,000 links
+    if at == -1:
+        return None
+    m = _AUTOFILTER_RE.search(xml, xml.rfind("<", 0, at))
     if m is None or not m.group(2):
         return None
     try:
