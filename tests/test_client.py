@@ -7,9 +7,11 @@ import gzip
 import json
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from pathlib import Path
 
 import httpx
@@ -163,6 +165,50 @@ def test_a_gzipped_answer_is_decoded_and_retry_after_reaches_the_error() -> None
         assert (caught.value.status_code, caught.value.retry_after) == (429, 7.0)
 
     run_async(main)
+
+
+# HTTP sends Retry-After as whole seconds or an HTTP-date (RFC 9110); some APIs send a
+# fraction, some nothing at all, and a garbled one must not break the call
+@pytest.mark.parametrize(
+    ("header", "low", "high"),
+    [
+        ("Retry-After: 3", 3.0, 3.0),
+        ("Retry-After: 0.25", 0.25, 0.25),
+        ("Retry-After: -2", 0.0, 0.0),
+        ("Retry-After: DATE+5", 3.0, 5.0),
+        ("Retry-After: Sun, 06 Nov 1994 08:49:37 GMT", 0.0, 0.0),  # long past: at once
+        ("Retry-After: soon", None, None),
+        ("X-Other: 1", None, None),
+    ],
+)
+def test_retry_after_is_read_in_every_form_http_allows(
+    header: str, low: float | None, high: float | None
+) -> None:
+    if "DATE+5" in header:
+        header = "Retry-After: " + formatdate(time.time() + 5, usegmt=True)
+
+    async def busy(req: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(answer(429, b'{"error_code": 429, "message": "slow down"}', header))
+        return True
+
+    told: list[float | None] = []
+
+    async def main() -> None:
+        async with (
+            serve(busy) as server,
+            ApiClient(base_url=server.url, token="t", retry=NO_RETRY) as client,
+        ):
+            with pytest.raises(ApiTransientError, match="slow down") as caught:
+                await client.status("r1")
+        assert caught.value.status_code == 429
+        told.append(caught.value.retry_after)
+
+    run_async(main)
+    (wait,) = told
+    if low is None or high is None:
+        assert wait is None
+    else:
+        assert wait is not None and low <= wait <= high
 
 
 def test_the_read_timeout_is_the_gap_between_reads_as_httpx_says() -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from batchgen.errors import (
@@ -70,12 +73,26 @@ def message(body: Any, fallback: str) -> str:
     return fallback
 
 
-def retry_after(value: str | None) -> float | None:
-    """A Retry-After header in seconds (None when absent or an HTTP date)."""
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header in seconds from `now` (Unix time; default: the clock's).
+
+    HTTP sends whole seconds or an HTTP-date (RFC 9110); seconds with a fraction are taken
+    too. None when it is absent or unreadable; a date in the past is 0.
+    """
+    if value is None:
         return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP-date is always GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def brief(exc: BaseException) -> str:
