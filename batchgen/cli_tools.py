@@ -101,6 +101,14 @@ def _fault_options(command: Any) -> Any:
     help="Calls the bucket takes at once (default: one second's worth).",
 )
 @click.option(
+    "--retry-after-format",
+    type=click.Choice(["seconds", "fractional", "date", "none"]),
+    default="seconds",
+    show_default=True,
+    help="How the limit's 429 says when to come back: whole seconds, rounded up (HTTP's "
+    "delay-seconds); the exact seconds to 1 ms; an HTTP-date; or no Retry-After at all.",
+)
+@click.option(
     "--failure-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
@@ -147,6 +155,7 @@ def simulate(
     long_factor: float,
     rate_limit: float | None,
     rate_burst: float | None,
+    retry_after_format: str,
     failure_rate: float,
     fault_rate: float,
     slow_seconds: float,
@@ -188,6 +197,7 @@ def simulate(
             long_factor=long_factor,
             rate_limit=rate_limit,
             rate_burst=rate_burst,
+            retry_after_format=retry_after_format,
             failure_rate=failure_rate,
             token=token,
             seed=seed,

@@ -33,7 +33,7 @@ from batchgen.errors import (
     NotFoundError,
     SubmitUncertainError,
 )
-from batchgen.pacing import RequestRate
+from batchgen.requestrate import RequestRate
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 # httpx's meaning: connect is the TCP (and TLS) set-up, read and write the longest gap
@@ -166,7 +166,7 @@ class ApiClient:
         on_send: Callable[[], None] | None = None,
     ) -> Any:
         """One HTTP exchange; transport failures become ApiTransientError (submit: uncertain)."""
-        response = await self._exchange(kind, method, path, body, on_send)
+        response, sent = await self._exchange(kind, method, path, body, on_send)
         try:
             data = json.loads(response.content)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -176,7 +176,7 @@ class ApiClient:
         if status != 429:
             self.limiter.accepted_call(kind)
         else:
-            self.limiter.refused_call(kind, told)
+            self.limiter.refused_call(kind, told, sent)
         if kind == "submit":
             self._check_endpoint(response, data)
         if data is None and status < 400:
@@ -215,9 +215,10 @@ class ApiClient:
 
     async def _exchange(
         self, kind: str, method: str, path: str, body: Any, on_send: Callable[[], None] | None
-    ) -> httpx.Response:
-        """Send one request and read its whole answer, under the rate cap and a pool slot."""
-        await self.limiter.acquire()
+    ) -> tuple[httpx.Response, float]:
+        """Send one request and read its whole answer, under the rate cap and a pool slot;
+        the answer, and when the rate cap let it go."""
+        sent = await self.limiter.acquire()
         if self._slots is None:  # made here: anyio primitives need the running loop
             # fast_acquire: a free slot is taken without a trip round the event loop
             self._slots = anyio.Semaphore(self._max_connections, fast_acquire=True)
@@ -227,7 +228,7 @@ class ApiClient:
             async with self._slots:
                 if on_send is not None:
                     on_send()
-                return await self._http.request(method, path, json=body)
+                return await self._http.request(method, path, json=body), sent
         except _NOT_SENT as exc:
             raise ApiTransientError(f"{kind}: cannot reach {self.base_url} ({brief(exc)})") from exc
         except httpx.RequestError as exc:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
+from batchgen.simulator._limits import retry_after_header
 from batchgen.simulator._types import Reply, error_reply
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class SimulatorApp:
         if wait is not None:  # over the request limit: refused before any work or fault
             await _read_body(receive)
             sim.answered(429)
-            retry = (("Retry-After", f"{max(wait, 0.001):.3f}"),)
+            retry = retry_after_header(wait, sim.config.retry_after_format)
             return await _send(send, error_reply(429, 429, "rate limit exceeded", headers=retry))
         fault, slow = sim.draw_fault()
         faults = sim.config.faults

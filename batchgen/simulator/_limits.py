@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import math
 import random
+import time
+from email.utils import formatdate
 
-from batchgen.simulator._types import DISTRIBUTIONS, EXCLUSIVE_KINDS, SimulatorConfig
+from batchgen.simulator._types import (
+    DISTRIBUTIONS,
+    EXCLUSIVE_KINDS,
+    RETRY_AFTER_FORMATS,
+    SimulatorConfig,
+)
 
 MAX_JOB_SECONDS = 3600.0  # a lognormal draw is cut here, so no job runs for days
 
@@ -20,6 +27,8 @@ def check_config(config: SimulatorConfig) -> None:
         raise ValueError("median_duration and duration_sigma must not be negative")
     if not 0 <= config.long_share <= 1 or config.long_factor < 0:
         raise ValueError("long_share must be within 0..1 and long_factor not negative")
+    if config.retry_after_format not in RETRY_AFTER_FORMATS:
+        raise ValueError(f"retry_after_format must be one of {', '.join(RETRY_AFTER_FORMATS)}")
     for name in ("rate_limit", "rate_burst"):
         value = getattr(config, name)
         if value is not None and value <= 0:
@@ -71,3 +80,17 @@ class TokenBucket:
             self._tokens -= 1.0
             return None
         return (1.0 - self._tokens) / rate
+
+
+def retry_after_header(wait: float, form: str) -> tuple[tuple[str, str], ...]:
+    """The Retry-After header (if any) of a 429 whose call may pass in `wait` seconds."""
+    if form == "none":
+        return ()
+    if form == "fractional":
+        value = f"{max(wait, 0.001):.3f}"
+    elif form == "date":
+        # an HTTP-date counts whole seconds: the first one at which a call may pass
+        value = formatdate(math.ceil(time.time() + wait), usegmt=True)
+    else:
+        value = str(max(1, math.ceil(wait)))  # delay-seconds: a whole number, never early
+    return (("Retry-After", value),)

@@ -8,6 +8,10 @@ from typing import Any
 from batchgen.models import available_models
 
 DISTRIBUTIONS = ("uniform", "lognormal", "mixture")  # how job durations may be drawn
+# How the request limit's 429 says when to come back: "seconds" is HTTP's delay-seconds (a
+# whole number, rounded up, as RFC 9110 has it); "fractional" the exact seconds to the next
+# token, to 1 ms; "date" an HTTP-date (whole seconds); "none" no Retry-After at all.
+RETRY_AFTER_FORMATS = ("seconds", "fractional", "date", "none")
 
 # The fault kinds that exclude each other, in the order their probabilities are stacked.
 EXCLUSIVE_KINDS = (
@@ -75,6 +79,7 @@ class SimulatorConfig:
     # None: no limit. Read on every call, so a test may change it mid-run.
     rate_limit: float | None = None
     rate_burst: float | None = None  # None: one second's worth of calls (at least 1)
+    retry_after_format: str = "seconds"  # one of RETRY_AFTER_FORMATS
     balance: float | None = None  # dollars; None = unlimited
     media_host: str = "localhost"  # a different host name than the API's, to catch token leaks
     # Some APIs answer 404 to a result that is not ready yet; the client must cope with both.
