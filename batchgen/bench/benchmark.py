@@ -285,7 +285,7 @@ def run_benchmark(
             if who == "batchgen":
                 _instant_library_figures(work, instant_jobs, instant_repeats, figures[who])
         for scenario in SCENARIOS[scenarios]:
-            for who in who_all:  # side by side: the same minute for both runners
+            for who in scenario.runners(who_all):  # side by side: the same minute for both
                 figures[who].scenarios[scenario.name] = run_scenario(who, scenario, work)
         _size_stages(work, rows, figures)
         reruns = rerun_figures(work, rows, repeats=rerun_repeats, naive=naive)

@@ -52,12 +52,15 @@ class RunFigures:
         return calls / max(1, self.jobs)
 
 
-def run_batchgen_once(sheet: Path, db: Path, base_url: str, concurrency: int) -> tuple[float, int]:
-    """batchgen's library entry point on `sheet`; returns (wall seconds, jobs completed)."""
+def run_batchgen_once(
+    sheet: Path, db: Path, base_url: str, concurrency: int, rate: float | None = None
+) -> tuple[float, int]:
+    """batchgen's library entry point on `sheet` (with `--rate`, if given); returns (wall
+    seconds, jobs completed)."""
     from batchgen.config import build_config
     from batchgen.runner import run_batch
 
-    config = build_config(sheet, base_url=base_url, concurrency=concurrency, db=str(db))
+    config = build_config(sheet, base_url=base_url, concurrency=concurrency, db=str(db), rate=rate)
     began = time.perf_counter()
     result = run_batch(config, events=SilentEvents(), token=TOKEN)
     wall = time.perf_counter() - began
@@ -85,11 +88,14 @@ def simulated_run(
     max_duration: float,
     concurrency: int,
     sim_args: tuple[str, ...] = (),
+    rate: float | None = None,
 ) -> RunFigures:
-    """A fresh simulator process, a fresh sheet and ledger, one run, the simulator's record."""
+    """A fresh simulator process, a fresh sheet and ledger, one run, the simulator's record.
+
+    `rate` is batchgen's `--rate` (the naive runner has none).
+    """
     sheet = write_csv_sheet(workdir / f"{tag}-{who}.csv", jobs)
     db = fresh_db(workdir / f"{tag}-{who}.db")
-    run = run_batchgen_once if who == "batchgen" else run_naive_once
     with SimulatorProcess(
         capacity=capacity,
         min_duration=min_duration,
@@ -97,7 +103,10 @@ def simulated_run(
         log=workdir / "simulator.log",
         extra=sim_args,
     ) as sim:
-        wall, completed = run(sheet, db, sim.base_url, concurrency)
+        if who == "batchgen":
+            wall, completed = run_batchgen_once(sheet, db, sim.base_url, concurrency, rate)
+        else:
+            wall, completed = run_naive_once(sheet, db, sim.base_url, concurrency)
         stats = sim.stats()
         records = sim.jobs()
     return RunFigures(wall, jobs, completed, stats, records)

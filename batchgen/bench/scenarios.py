@@ -1,6 +1,7 @@
 """The benchmark's provider scenarios, each run by batchgen and the naive runner alike.
 
-A request limit (429 + Retry-After beyond it, and no `--rate` given), long-tailed job
+A request limit (429 + Retry-After beyond it, and no `--rate` given; then batchgen alone with
+`--rate` at the limit, the figure a user who knows the limit gets), long-tailed job
 durations, and concurrency equal to the provider's capacity: the cases where a runner must
 learn the provider's limits or lose time noticing the last jobs. Each runner gets a fresh
 simulator process with the same settings and seed.
@@ -32,11 +33,16 @@ class Scenario:
     max_duration: float = 1.5
     sim_args: tuple[str, ...] = ()  # further `batchgen simulate` flags
     rate_limit: float | None = None  # the provider's calls a second, if limited
+    rate: float | None = None  # batchgen's --rate; a scenario with one is batchgen's alone
 
     def args(self) -> tuple[str, ...]:
         """Every extra simulate flag, the request limit's included."""
         limit = () if self.rate_limit is None else ("--rate-limit", f"{self.rate_limit:g}")
         return (*self.sim_args, *limit)
+
+    def runners(self, who_all: list[str]) -> list[str]:
+        """Who runs it: the naive runner has no --rate, so a scenario with one is not its."""
+        return [who for who in who_all if self.rate is None or who == "batchgen"]
 
 
 LOGNORMAL = ("--durations", "lognormal", "--duration-sigma", "1")
@@ -48,6 +54,15 @@ FULL_SCENARIOS = (
         capacity=30,
         concurrency=60,
         rate_limit=20.0,
+    ),
+    Scenario(
+        "rate-given",
+        "the same with --rate 20 (batchgen only: the naive runner has no --rate)",
+        jobs=300,
+        capacity=30,
+        concurrency=60,
+        rate_limit=20.0,
+        rate=20.0,
     ),
     Scenario(
         "tail",
@@ -77,6 +92,17 @@ QUICK_SCENARIOS = (  # small: the naive runner polls every 2 s, and sleeps a sec
         min_duration=0.05,
         max_duration=0.15,
         rate_limit=8.0,
+    ),
+    Scenario(
+        "rate-given",
+        "the same with --rate 8 (batchgen only: the naive runner has no --rate)",
+        jobs=8,
+        capacity=4,
+        concurrency=4,
+        min_duration=0.05,
+        max_duration=0.15,
+        rate_limit=8.0,
+        rate=8.0,
     ),
     Scenario(
         "tail",
@@ -142,6 +168,7 @@ def run_scenario(who: str, scenario: Scenario, workdir: Path) -> dict[str, Any]:
         max_duration=scenario.max_duration,
         concurrency=scenario.concurrency,
         sim_args=scenario.args(),
+        rate=scenario.rate,
     )
     return scenario_figures(scenario, run)
 
