@@ -39,8 +39,8 @@ MAX_PAUSE = 30.0
 PRESSED_FOR = 0.5  # seconds (or two slots of the pace, if longer) that a wait counts as binding
 RECENT = 1.0  # seconds of accepted calls behind the first estimate
 HISTORY = 4096  # accepted calls remembered, for what a probe found
-JOBS_LIMITED = 4  # submits refused, none of the checks, while this many checks passed:
-# the provider limits jobs in its queue, not calls
+JOBS_LIMITED = 6  # 429s of submits in a row, no check refused, while this many checks
+# passed: the provider limits jobs in its queue, not calls
 
 
 @dataclass
@@ -50,9 +50,6 @@ class _Since:
     at: float  # when that 429 came
     accepted: int  # the running count of accepted calls then
     slack: float = 0.0  # seconds since, outside pauses, that no call waited for the pace
-    submits_refused: int = 0
-    checks_refused: int = 0
-    checks_passed: int = 0
 
 
 class RequestRate:
@@ -78,6 +75,8 @@ class RequestRate:
         self._probe_after = PROBE_AFTER
         self._burst = 0  # calls accepted in the second before the first 429: the bucket's size
         self._crossed: float | None = None  # when a probe passed the limit
+        self._submits_refused = 0  # 429s of submits in a row (their echoes left out) ...
+        self._checks_passed = 0  # ... and the checks that passed meanwhile
 
     @property
     def rate(self) -> float | None:
@@ -161,8 +160,8 @@ class RequestRate:
     def accepted_call(self, kind: str) -> None:
         """A call of this kind was answered, not with 429."""
         self._accepted += 1
-        if kind != "submit" and self._since is not None:
-            self._since.checks_passed += 1
+        if kind != "submit":
+            self._checks_passed += 1
         self._answers.append(time.monotonic())
 
     def refused_call(self, kind: str, retry_after: float | None, sent: float | None = None) -> None:
@@ -172,25 +171,23 @@ class RequestRate:
         told = DEFAULT_PAUSE if retry_after is None else min(max(retry_after, 0.0), MAX_PAUSE)
         # a little longer than told: a call that arrives a hair early is refused again
         self._pause_until = max(self._pause_until, now + told * PAUSE_SLACK + 0.005)
+        if kind != "submit":
+            self._submits_refused = 0
         since = self._since
-        if since is not None:
-            if kind == "submit":
-                since.submits_refused += 1
-            else:
-                since.checks_refused += 1
-            if sent is not None and sent < self._heard:
-                return  # it left before the last 429 came back: that one said it all
+        if since is not None and sent is not None and sent < self._heard:
+            return  # it left before the last 429 came back: that one said it all
         self._heard = now
+        if kind == "submit":
+            if not self._submits_refused:
+                self._checks_passed = 0
+            self._submits_refused += 1
         if since is None:
             # the calls of the last second: the bucket's burst and a second's refill, at most
             self._burst = self._recent_count(now)
             self._set_limit(max(1, self._burst) / RECENT, now, sure=self._burst >= MEASURE_CALLS)
-        elif (
-            since.checks_refused == 0
-            and since.submits_refused >= JOBS_LIMITED
-            and since.checks_passed >= JOBS_LIMITED
-        ):
+        elif self._submits_refused >= JOBS_LIMITED and self._checks_passed >= JOBS_LIMITED:
             # only submits refused while checks went through: a limit on jobs, not calls
+            self._submits_refused = 0
             if self.on_jobs_limited is not None:
                 self.on_jobs_limited()
             if not self.measured:

@@ -220,3 +220,16 @@ def _wait(condition: Any, proc: Any, timeout: float = 60.0) -> None:
         assert proc.poll() is None, "the run ended before the condition held"
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.02)
+
+
+def test_a_limit_on_queued_jobs_is_not_taken_for_a_request_rate(tmp_path: Path) -> None:
+    # the provider answers 429 to submits alone while its queue is full; checks pass
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(24))
+    config = fast_config(capacity=2, queue_limit=4)
+    with SimulatorServer(Simulator(config)) as server:
+        done = run_cli(["run", sheet, "--concurrency", "12"], server)
+        assert done.returncode == 0, done.stderr
+        stats = server.simulator.stats()
+    assert {row["status"] for row in read_csv(sheet)} == {"completed"}
+    assert len(server.simulator.submissions()) == 24  # a refused submit is never paid twice
+    assert stats["answered_429"] > 0 and stats["rate_limited"] == 0
