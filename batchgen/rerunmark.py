@@ -1,10 +1,11 @@
 """A rerun with nothing to do, known from a mark instead of reading the sheet into jobs.
 
-A run whose every job completed, and whose write-back found the sheet holding exactly the
-bytes it had loaded, leaves a mark in the ledger: one digest of everything that decided the
+A run whose every job completed, and which wrote its results into the sheet it loaded (in
+place), leaves a mark in the ledger: one digest of everything that decided the
 run (batchgen's own code, Python, every setting, the user's model files, the sheet's bytes
 and its results file's bytes) and what the run reported. A later run whose digest is the same
-would build the same jobs from the same bytes, find the same completed records (a mark is
+would build the same jobs from the same bytes (batchgen writes only output cells, never an
+input), find the same completed records (a mark is
 forgotten by every run or cancel that may change a record, see batchgen._rerunmarks) and
 write the same bytes back, that is nothing; so it only says what the marked run said.
 Anything else (a changed byte, setting or model file, a job not completed, another run's
@@ -161,8 +162,8 @@ class Marking:
     body: str = ""
 
     def ready(self, batch: Batch, outcome: report.Outcome, ended_clean: bool) -> None:
-        """Make the mark if this run may leave one: every job completed, nothing but the
-        write-back done to a sheet that already held its bytes (see rerunmark)."""
+        """Make the mark if this run may leave one: every job completed and the results
+        written into the sheet it loaded, in place (see rerunmark)."""
         config, table = batch.config, batch.table
         sheet = table.written.get(str(config.sheet))
         results = table.written.get(str(sheets.results_path(config.sheet)))
@@ -173,7 +174,11 @@ class Marking:
             or config.download is not None
             or not outcome.all_completed
             or table.hidden_rows  # a run says how its hidden rows were set aside: not marked
-            or sheet != table.loaded_digest
+            or sheet is None
+            # A sheet this run wrote its results into is marked too: its inputs are the bytes
+            # loaded, so a rerun plans the same jobs from it and writes the same cells back
+            # (nothing). Only the note on a team's own columns would read otherwise then.
+            or (sheet != table.loaded_digest and sheets.output_plan(table).kept)
             or (table.kind == "csv" and results is None)
         ):
             return

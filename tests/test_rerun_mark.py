@@ -1,9 +1,9 @@
 """A rerun with nothing to do is answered from the ledger's rerun mark, and only then.
 
-The first rerun of a finished sheet takes the whole way and, finding the sheet as it loaded
-it, marks it; a later one whose sheet, results file, settings, model files and code are the
-same says what the first said, touching nothing (not even the marks' generation, which every
-run that takes the whole way draws anew). Any change in between takes the whole way again.
+The run that finishes a sheet's last job marks the sheet it wrote; a later one whose sheet,
+results file, settings, model files and code are the same says what the marked run said,
+touching nothing (not even the marks' generation, which every run that takes the whole way
+draws anew). Any change in between takes the whole way again.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def test_a_marked_rerun_says_what_the_whole_way_said_and_touches_nothing(
         files = [sheet]
     db = sheet.with_name(sheet.name + ".batchgen.db")
     assert run_cli(["run", sheet], sim).returncode == 0
+    with sqlite3.connect(db) as conn:  # its mark gone, the next rerun takes the whole way
+        conn.execute("DELETE FROM rerun_marks WHERE scope <> ''")
     whole = run_cli(["run", sheet, "--json"], sim)  # the whole way, which marks the sheet
     assert whole.returncode == 0, whole.stderr
     assert "headers read as inputs" in whole.stderr
@@ -180,3 +182,51 @@ def test_a_marked_sheet_made_read_only_is_refused_as_before(
 
     assert again.returncode == 2
     assert "read-only" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_the_run_that_finishes_marks_and_the_whole_way_would_write_nothing(
+    tmp_path: Path, sim: SimulatorServer, kind: str
+) -> None:
+    rows = ad_rows(4, ratio=lambda i: "9:16|1:1" if i == 1 else "16:9", owner="x")
+    if kind == "csv":
+        sheet = write_csv(tmp_path / "ads.csv", rows)
+        files = [sheet, tmp_path / "ads.results.csv"]
+    else:
+        sheet = write_xlsx(tmp_path / "ads.xlsx", rows)
+        files = [sheet]
+    db = sheet.with_name(sheet.name + ".batchgen.db")
+    done = run_cli(["run", sheet], sim)
+    assert done.returncode == 0, done.stderr
+    marks, written = _marks(db), _snapshot(files)
+    assert str(sheet.resolve()) in marks  # the first run marked the sheet it wrote
+
+    quick = run_cli(["run", sheet], sim)
+
+    assert quick.returncode == 0, quick.stderr
+    assert _marks(db) == marks  # answered from the mark: no run took the whole way
+    assert _snapshot(files) == written
+    with sqlite3.connect(db) as conn:  # the mark gone, the next rerun takes the whole way
+        conn.execute("DELETE FROM rerun_marks WHERE scope <> ''")
+    whole = run_cli(["run", sheet], sim)
+    assert whole.returncode == 0, whole.stderr
+    assert _marks(db)[""] != marks[""]
+    # ... and finds nothing to change: the mark had vouched for exactly these bytes
+    assert _snapshot(files) == written
+    assert len(sim.simulator.submissions()) == 5
+
+
+def test_a_sheet_whose_results_went_beside_a_teams_column_is_marked_by_its_rerun(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    sheet = write_csv(tmp_path / "ads.csv", ad_rows(2, Status="approved"))
+    db = tmp_path / "ads.csv.batchgen.db"
+    assert run_cli(["run", sheet], sim).returncode == 0
+    assert str(sheet.resolve()) not in _marks(db)  # the whole way words its note otherwise
+
+    again = run_cli(["run", sheet], sim)
+
+    assert again.returncode == 0, again.stderr
+    assert "'batchgen status', " in again.stderr and "(new)" not in again.stderr
+    assert "'Status' hold(s) what the team typed" in again.stderr
+    assert str(sheet.resolve()) in _marks(db)
